@@ -1,0 +1,60 @@
+# MaskTalk: two commands for a fresh Debian 12 machine (as root):
+#   make test   install what is missing, then run every test headless
+#   make demo   install what is missing, then run the engine on the demo scene
+# Re-running either when everything is installed takes seconds: each install step
+# is a stamp file that only a change of its requirements file makes stale.
+
+SHELL := /bin/bash
+SYSPY := /usr/bin/python3
+VENV := .venv
+VENV_QGIS := .venv-qgis
+STAMPS := .stamps
+DEBS := python3-qgis qgis-providers qgis xvfb python3-venv python3-pip
+# rasterio and fiona ship their own PROJ; a system PROJ_DATA/PROJ_LIB breaks them.
+ENGINE_ENV := env -u PROJ_DATA -u PROJ_LIB PYTHONDONTWRITEBYTECODE=1
+QGIS_ENV := env -u PROJ_DATA -u PROJ_LIB QT_QPA_PLATFORM=offscreen PYTHONDONTWRITEBYTECODE=1 XDG_RUNTIME_DIR=/tmp/runtime-$(shell id -u)
+PYTEST_ARGS ?=
+DEMO_OUT ?= demo-output
+
+.PHONY: test demo setup test-engine test-plugin bench package install-plugin screenshots clean
+
+setup: $(STAMPS)/debs $(STAMPS)/venv $(STAMPS)/venv-qgis
+
+$(STAMPS)/debs:
+	@mkdir -p $(STAMPS)
+	@if ! dpkg -s $(DEBS) >/dev/null 2>&1; then \
+	  echo "Installing Debian packages: $(DEBS)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBS); \
+	fi
+	@touch $@
+
+$(STAMPS)/venv: requirements.txt requirements-dev.txt | $(STAMPS)/debs
+	@test -x $(VENV)/bin/python || $(SYSPY) -m venv --system-site-packages $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	@touch $@
+
+$(STAMPS)/venv-qgis: requirements-qgis-test.txt | $(STAMPS)/debs
+	@test -x $(VENV_QGIS)/bin/python || $(SYSPY) -m venv --system-site-packages $(VENV_QGIS)
+	$(VENV_QGIS)/bin/python -m pip install -q --disable-pip-version-check -r requirements-qgis-test.txt
+	@touch $@
+
+# Engine tests run in the engine environment; plugin tests run in QGIS's own Python
+# (system numpy, no torch) and call the engine as a child process, as in real use.
+test: setup
+	$(MAKE) --no-print-directory test-engine test-plugin
+
+test-engine: $(STAMPS)/venv
+	$(ENGINE_ENV) $(VENV)/bin/python -m pytest tests/engine $(PYTEST_ARGS)
+
+test-plugin: $(STAMPS)/venv-qgis $(STAMPS)/venv
+	$(QGIS_ENV) MASKTALK_ENGINE_PYTHON=$(CURDIR)/$(VENV)/bin/python $(VENV_QGIS)/bin/python -m pytest tests/plugin $(PYTEST_ARGS)
+
+demo: $(STAMPS)/debs $(STAMPS)/venv
+	$(ENGINE_ENV) $(VENV)/bin/python -m engine demo --out $(DEMO_OUT)
+
+bench: $(STAMPS)/venv
+	$(ENGINE_ENV) $(VENV)/bin/python bench/model_speed.py
+	$(ENGINE_ENV) $(VENV)/bin/python bench/predict_speed.py
+
+clean:
+	rm -rf $(STAMPS) $(DEMO_OUT) dist .pytest_cache

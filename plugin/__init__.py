@@ -1,0 +1,1 @@
+"""QGIS side of MaskTalk. Imports QGIS/Qt; never imports torch or rasterio."""
