@@ -58,3 +58,14 @@ bench: $(STAMPS)/venv
 
 clean:
 	rm -rf $(STAMPS) $(DEMO_OUT) dist .pytest_cache
+
+# Plugin zip for plugins.qgis.org (dist/masktalk-VERSION.zip)
+package:
+	$(SYSPY) scripts/package.py --out dist
+
+# Link this checkout into the default QGIS profile for development
+QGIS_PROFILE ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
+install-plugin:
+	mkdir -p $(QGIS_PROFILE)/python/plugins
+	ln -sfn $(CURDIR) $(QGIS_PROFILE)/python/plugins/masktalk
+	@echo "Linked $(CURDIR) as $(QGIS_PROFILE)/python/plugins/masktalk; enable MaskTalk in Plugins > Manage and Install Plugins."
