@@ -1,0 +1,68 @@
+"""Text-guided multimodal alignment and the gated feature bridge (paper §3.2, eq. 4).
+
+``R_m = Attention(Q, K, V) + W_b R_I`` with the visual features ``R_I`` as queries and the
+text embeddings ``R_T`` as keys and values. At inference there is no text and
+``R_m = W_b R_I``: :class:`FeatureBridge` is part of the visual model, while
+:class:`TextGuidedAlignment` exists only in models built with a text dimension.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class FeatureBridge(nn.Module):
+    """Gated bridge ``W_b`` between encoder and decoder at one scale.
+
+    ``W_b x = x + sigmoid(G x) * (P x)`` with 1x1 convolutions ``G`` and ``P``: the gate
+    decides, per pixel and channel, how much of the transformed signal passes, so the
+    text-modulated features complement the spatial ones instead of replacing them.
+
+    Args:
+        channels: ``C`` of the feature map (unchanged).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.gate = nn.Conv2d(channels, channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x ``(B, C, h, w)``. Returns ``(B, C, h, w)``."""
+        return x + torch.sigmoid(self.gate(x)) * self.proj(x)
+
+
+class TextGuidedAlignment(nn.Module):
+    """Cross-attention from visual features (queries) to text embeddings (keys/values).
+
+    Args:
+        channels: visual channels ``C`` (also the attention width).
+        text_dim: text embedding size ``D_t``.
+        heads: attention heads (must divide ``channels``).
+    """
+
+    def __init__(self, channels: int, text_dim: int, heads: int = 4) -> None:
+        super().__init__()
+        if channels % heads:
+            heads = 1
+        self.norm_q = nn.LayerNorm(channels)
+        self.norm_t = nn.LayerNorm(text_dim)
+        self.attn = nn.MultiheadAttention(channels, heads, kdim=text_dim, vdim=text_dim, batch_first=True)
+
+    def forward(self, visual: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention(Q = R_I, K = V = R_T).
+
+        Args:
+            visual: ``(B, C, h, w)`` visual features ``R_I``.
+            text: ``(B, T, D_t)`` text tokens (``T = 1`` for sentence embeddings).
+            text_mask: optional ``(B, T)`` bool, True where a token is padding.
+
+        Returns:
+            ``(B, C, h, w)`` attention output (to be added to ``W_b R_I``).
+        """
+        b, c, h, w = visual.shape
+        q = self.norm_q(visual.flatten(2).transpose(1, 2))  # (B, h*w, C)
+        kv = self.norm_t(text.to(q.dtype))
+        out, _ = self.attn(q, kv, kv, key_padding_mask=text_mask, need_weights=False)
+        return out.transpose(1, 2).reshape(b, c, h, w)
