@@ -213,12 +213,9 @@ class RasterPair:
         out_b = np.zeros((self.count, h, w), np.float32)
         out_a = np.zeros((self.count, h, w), np.float32)
         valid = np.zeros((h, w), bool)
-        c0, r0 = max(col, 0), max(row, 0)
-        c1, r1 = min(col + w, self.width), min(row + h, self.height)
-        if c1 <= c0 or r1 <= r0:
+        inner, sl = _clip_window(window, self.width, self.height)
+        if inner is None:
             return out_b, out_a, valid
-        inner = Window(c0, r0, c1 - c0, r1 - r0)
-        sl = (slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))
         bands = list(range(1, self.count + 1))
         b = self.before.read(bands, window=inner, out_dtype="float32")
         a = self.after.read(bands, window=inner, out_dtype="float32")
@@ -263,6 +260,17 @@ def open_pair(before: str | Path, after: str | Path, bands: int | None = None) -
             a CRS on one raster but not the other, or no overlap between the footprints.
     """
     return RasterPair(before, after, bands)
+
+
+def _clip_window(window: Window, width: int, height: int) -> tuple[Window | None, tuple[slice, slice]]:
+    """The part of ``window`` inside a ``width x height`` grid and where it goes in the window's array."""
+    col, row = int(round(window.col_off)), int(round(window.row_off))
+    w, h = int(round(window.width)), int(round(window.height))
+    c0, r0 = max(col, 0), max(row, 0)
+    c1, r1 = min(col + w, width), min(row + h, height)
+    if c1 <= c0 or r1 <= r0:
+        return None, (slice(0, 0), slice(0, 0))
+    return Window(c0, r0, c1 - c0, r1 - r0), (slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))
 
 
 def window_of_bounds(grid: Any, bounds: tuple[float, float, float, float], clip: bool = True) -> Window | None:
@@ -483,9 +491,13 @@ def read_class_raster(
                 kwargs["add_alpha"] = True
             else:
                 kwargs.update(src_nodata=ds.nodata, nodata=ds.nodata)
-            with WarpedVRT(ds, **kwargs) as vrt:
-                raw = vrt.read(1, window=win)
-                valid = (vrt.read(2, window=win) > 0) if ds.nodata is None else (vrt.read_masks(1, window=win) > 0)
+            raw = np.zeros((h, w), ds.dtypes[0])
+            valid = np.zeros((h, w), bool)
+            inner, sl = _clip_window(win, g.width, g.height)
+            if inner is not None:
+                with WarpedVRT(ds, **kwargs) as vrt:
+                    raw[sl] = vrt.read(1, window=inner)
+                    valid[sl] = (vrt.read(2, window=inner) > 0) if ds.nodata is None else (vrt.read_masks(1, window=inner) > 0)
     raw = raw.astype(np.int64)
     out = raw.copy()
     for src, dst in (label_map or {}).items():
