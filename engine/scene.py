@@ -502,6 +502,11 @@ def _rect_polygon(rect: Rect, transform):
     return box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
 
+def _block(size: int) -> int:
+    """Tile side: 256, or smaller so that a small scene still has several tiles."""
+    return min(256, max(16, size // 2 // 16 * 16))
+
+
 def _write_rgb(path: Path, img: np.ndarray, transform) -> None:
     import rasterio
 
@@ -509,7 +514,7 @@ def _write_rgb(path: Path, img: np.ndarray, transform) -> None:
     data = np.clip(np.rint(img), 0, 255).astype(np.uint8).transpose(2, 0, 1)
     profile = {
         "driver": "GTiff", "height": size, "width": size, "count": 3, "dtype": "uint8", "crs": CRS,
-        "transform": transform, "tiled": True, "blockxsize": 256, "blockysize": 256,
+        "transform": transform, "tiled": True, "blockxsize": _block(size), "blockysize": _block(size),
         "compress": "deflate", "predictor": 2, "photometric": "RGB", "interleave": "pixel",
     }  # fmt: skip
     with rasterio.open(path, "w", **profile) as dst:
@@ -565,7 +570,7 @@ def make_demo_scene(out_dir: str | Path, size: int = 1024, seed: int = 0) -> Dem
     truth = rasterize(shapes, out_shape=(size, size), transform=transform, fill=0, dtype="uint8") if shapes else np.zeros((size, size), np.uint8)
     profile = {
         "driver": "GTiff", "height": size, "width": size, "count": 1, "dtype": "uint8", "crs": CRS,
-        "transform": transform, "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+        "transform": transform, "tiled": True, "blockxsize": _block(size), "blockysize": _block(size), "compress": "deflate",
     }  # fmt: skip
     with rasterio.open(scene.truth, "w", **profile) as dst:
         dst.write(truth, 1)
