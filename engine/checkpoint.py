@@ -255,7 +255,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 def read_card(path: str | os.PathLike) -> ModelCard:
     """Read ``card.json`` of a checkpoint (folder, run folder or the file itself)."""
     p = Path(path)
-    card_path = p if p.is_file() and p.name == CARD_FILE else resolve_checkpoint(p) / CARD_FILE
+    card_path = p if p.name == CARD_FILE else resolve_checkpoint(p) / CARD_FILE
     if not card_path.is_file():
         raise ModelError(f"{card_path.parent}: {CARD_FILE} is missing; the checkpoint is incomplete")
     try:

@@ -223,6 +223,9 @@ def create_dinov3(
         logger.info("backbone %s with random weights (%d bands)", name, in_bands)
         return bb
     from transformers import DINOv3ViTModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # stderr stays readable in the plugin's log
 
     source: str
     if weights is None:

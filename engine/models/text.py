@@ -116,6 +116,9 @@ class MiniLMEncoder(TextEncoder):
     def __init__(self, folder: str | os.PathLike, max_length: int = 256) -> None:
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # stderr stays readable in the plugin's log
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
