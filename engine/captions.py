@@ -201,28 +201,22 @@ def quadruples(label: Any, schema: ClassSchema, where: str = "") -> list[Quadrup
     """
     arr = check_values(label, schema, where)
     h, w = arr.shape
-    k = schema.num_classes
-    flat = arr.ravel()
-    keep = flat < k  # drops 255 (validated above: nothing else is >= k)
-    ids = flat[keep].astype(np.intp)
-    if ids.size == 0:
-        return []
-    counts = np.bincount(ids, minlength=k)
-    pos = np.flatnonzero(keep)
-    row_sum = np.bincount(ids, weights=(pos // w).astype(np.float64), minlength=k)
-    col_sum = np.bincount(ids, weights=(pos % w).astype(np.float64), minlength=k)
+    rows, cols = np.arange(h, dtype=np.int64), np.arange(w, dtype=np.int64)
     out = []
     for cls in schema.change_classes:
-        n = int(counts[cls.id])
+        mask = arr == cls.id  # (h, w) bool: one byte a pixel, whatever the raster size
+        per_row = mask.sum(axis=1, dtype=np.int64)
+        n = int(per_row.sum())
         if n == 0:
             continue
+        per_col = mask.sum(axis=0, dtype=np.int64)
         quantity = quantity_of(n, h, w)
         out.append(
             Quadruple(
                 class_id=cls.id,
                 category=cls.singular if quantity == QUANTITIES[0] else cls.category,
                 type=cls.type,
-                direction=direction_of(row_sum[cls.id] / n, col_sum[cls.id] / n, h, w),
+                direction=direction_of(int(per_row @ rows) / n, int(per_col @ cols) / n, h, w),
                 quantity=quantity,
                 pixels=n,
             )
