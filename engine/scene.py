@@ -30,7 +30,6 @@ Heavy module (rasterio, fiona, shapely, scipy): import it only where it is neede
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
