@@ -203,6 +203,8 @@ def _parse(data: Any, source: str) -> ClassSchema:
             raise InputError(f"{where}: class name {parsed[cid].name!r} used by ids {seen[key]} and {cid}")
         seen[key] = cid
     version = data.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise InputError(f"{where}: 'version' must be a positive integer, got {version!r}")
     return ClassSchema(str(data.get("name") or Path(source).stem), tuple(parsed[i] for i in ids), int(version), source)
 
 

@@ -294,7 +294,7 @@ def test_caption_raster_windows_skips_chips_without_change(gaza):
     chips = list(caption_raster_windows(label, gaza, chip=64, rng=0))
     assert [c["window"] for c in chips] == [{"row_off": 64, "col_off": 0, "height": 64, "width": 64}]
     (q,) = chips[0]["quadruples"]
-    assert q == {"class_id": 4, "category": "agricultural land", "type": "destroyed", "direction": "northwest",
+    assert q == {"class_id": 4, "category": "agricultural fields", "type": "destroyed", "direction": "northwest",
                  "quantity": "several", "pixels": 100}  # fmt: skip  (64x64 chip: 12.5 / 62.5 / 125)
     assert chips[0]["sentences"][0].endswith(".")
 
