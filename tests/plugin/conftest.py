@@ -189,3 +189,46 @@ def fake_engine_dir(tmp_path) -> Path:
     (pkg / "__init__.py").write_text("")
     (pkg / "__main__.py").write_text(FAKE_ENGINE)
     return root
+
+
+WEB_MERCATOR_HALF = 20037508.342789244
+
+
+@pytest.fixture(scope="session")
+def xyz_tiles(demo_scene, tmp_path_factory, qgis_app) -> types.SimpleNamespace:
+    """The demo *after* image as a local XYZ tile service (``file://`` URL, EPSG:3857, zoom 18).
+
+    Tiles are cut from a GDAL warp of after.tif onto the zoom-18 tile grid, so the exact
+    pixels a correct export must return are known (``array``, ``(3, H, W)`` uint8).
+    """
+    import math
+
+    import numpy as np
+    from osgeo import gdal
+    from qgis.PyQt.QtGui import QImage
+
+    z = 18
+    size = 2 * WEB_MERCATOR_HALF / 2**z  # metres per tile
+    root = tmp_path_factory.mktemp("xyz")
+    info = gdal.Warp("", str(demo_scene.after), format="VRT", dstSRS="EPSG:3857")
+    gt = info.GetGeoTransform()
+    xmin, ymax = gt[0], gt[3]
+    xmax, ymin = xmin + gt[1] * info.RasterXSize, ymax + gt[5] * info.RasterYSize
+    info = None
+    tx0, tx1 = math.floor((xmin + WEB_MERCATOR_HALF) / size), math.floor((xmax + WEB_MERCATOR_HALF) / size)
+    ty0, ty1 = math.floor((WEB_MERCATOR_HALF - ymax) / size), math.floor((WEB_MERCATOR_HALF - ymin) / size)
+    bounds = (-WEB_MERCATOR_HALF + tx0 * size, WEB_MERCATOR_HALF - (ty1 + 1) * size,
+              -WEB_MERCATOR_HALF + (tx1 + 1) * size, WEB_MERCATOR_HALF - ty0 * size)
+    nx, ny = tx1 - tx0 + 1, ty1 - ty0 + 1
+    warped = gdal.Warp("", str(demo_scene.after), format="MEM", dstSRS="EPSG:3857", outputBounds=bounds,
+                       width=256 * nx, height=256 * ny, resampleAlg="near", dstNodata=0)
+    array = warped.ReadAsArray()
+    warped = None
+    for i in range(nx):
+        for j in range(ny):
+            tile = np.ascontiguousarray(array[:, j * 256:(j + 1) * 256, i * 256:(i + 1) * 256].transpose(1, 2, 0))
+            folder = root / str(z) / str(tx0 + i)
+            folder.mkdir(parents=True, exist_ok=True)
+            QImage(tile.data, 256, 256, 256 * 3, QImage.Format_RGB888).copy().save(str(folder / f"{ty0 + j}.png"))
+    uri = f"type=xyz&url=file://{root}/{{z}}/{{x}}/{{y}}.png&zmin={z}&zmax={z}"
+    return types.SimpleNamespace(uri=uri, bounds=bounds, res=size / 256, array=array, zoom=z)

@@ -1,0 +1,198 @@
+"""Layers <-> engine files: exports of non-file rasters and any vector layer, styled outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+
+@pytest.fixture()
+def project(qgis_new_project):
+    from qgis.core import QgsProject
+
+    yield QgsProject.instance()
+    QgsProject.instance().clear()
+
+
+def xyz_layer(xyz_tiles):
+    from qgis.core import QgsRasterLayer
+
+    layer = QgsRasterLayer(xyz_tiles.uri, "web tiles", "wms")
+    assert layer.isValid()
+    return layer
+
+
+def test_file_rasters_are_used_as_they_are(mt, demo_scene, xyz_tiles, tmp_path):
+    from qgis.core import QgsRasterLayer
+
+    layer = QgsRasterLayer(str(demo_scene.before), "before", "gdal")
+    assert mt.layers.local_raster_path(layer) == str(demo_scene.before)
+    with mt.layers.TempFolder() as temp:
+        prepared = mt.layers.prepare_raster(layer, temp, "before")
+        assert prepared.export is None and prepared.ensure() == str(demo_scene.before)
+        assert list(temp.path.iterdir()) == []
+    assert mt.layers.local_raster_path(xyz_layer(xyz_tiles)) is None
+
+
+def test_web_tiles_are_exported_exactly_for_the_extent(mt, xyz_tiles, private_tmp):
+    from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle, QgsReferencedRectangle
+
+    layer = xyz_layer(xyz_tiles)
+    xmin, ymin, xmax, ymax = xyz_tiles.bounds
+    res = xyz_tiles.res
+    # A sub-extent in the scene's own CRS would be transformed; take one in 3857 on whole pixels.
+    extent = QgsReferencedRectangle(QgsRectangle(xmin + 10 * res, ymax - 90 * res, xmin + 130 * res, ymax - 10 * res),
+                                    QgsCoordinateReferenceSystem("EPSG:3857"))
+    temp = mt.layers.TempFolder()
+    prepared = mt.layers.prepare_raster(layer, temp, "after", extent=extent, resolution=res)
+    assert prepared.export is not None and (prepared.export.width, prepared.export.height) == (120, 80)
+    assert not prepared.path.exists()  # written later, in the worker thread
+    path = prepared.ensure()
+    ds = gdal.Open(path)
+    assert ds.RasterCount == 3  # the alpha band became a mask
+    assert ds.GetRasterBand(1).GetMaskFlags() == gdal.GMF_PER_DATASET
+    gt = ds.GetGeoTransform()
+    assert gt[0] == pytest.approx(xmin + 10 * res) and gt[3] == pytest.approx(ymax - 10 * res) and gt[1] == pytest.approx(res)
+    np.testing.assert_array_equal(ds.ReadAsArray(), xyz_tiles.array[:, 10:90, 10:130])
+    assert "3857" in ds.GetProjection() or "Pseudo-Mercator" in ds.GetProjection()
+    ds = None
+    assert [p.name for p in temp.path.iterdir()] == ["after.tif"]  # the RGBA intermediate is gone
+    temp.cleanup()
+    assert not temp.path.exists() and list(private_tmp.iterdir()) == []
+
+
+def test_web_tiles_need_an_extent_and_a_sane_size(mt, xyz_tiles, demo_scene):
+    from qgis.core import QgsRasterLayer, QgsReferencedRectangle
+
+    layer = xyz_layer(xyz_tiles)
+    with mt.layers.TempFolder() as temp:
+        with pytest.raises(mt.layers.LayerProblem, match="choose an extent"):
+            mt.layers.prepare_raster(layer, temp, "after")
+        scene = QgsRasterLayer(str(demo_scene.before), "before", "gdal")
+        extent = QgsReferencedRectangle(scene.extent(), scene.crs())  # EPSG:32636 -> transformed to 3857
+        with pytest.raises(mt.layers.LayerProblem, match="coarser resolution"):
+            mt.layers.prepare_raster(layer, temp, "after", extent=extent, resolution=1e-4)
+        prepared = mt.layers.prepare_raster(layer, temp, "after", extent=extent, resolution=xyz_tiles.res)
+        # about 128 m of scene in 3857 metres at zoom 18 (~0.6 m/px): a bit more than 128/0.6 px
+        assert 200 < prepared.export.width < 300
+
+
+def _memory_copy(layer):
+    from qgis.core import QgsVectorLayer
+
+    mem = QgsVectorLayer(f"Polygon?crs={layer.crs().authid()}", "drawn labels", "memory")
+    mem.dataProvider().addAttributes(layer.fields().toList())
+    mem.updateFields()
+    mem.dataProvider().addFeatures(list(layer.getFeatures()))
+    return mem
+
+
+def test_memory_labels_are_exported_to_a_geopackage(mt, demo_scene):
+    from qgis.core import QgsVectorLayer
+
+    source = QgsVectorLayer(f"{demo_scene.labels}|layername=labels", "labels", "ogr")
+    mem = _memory_copy(source)
+    with mt.layers.TempFolder() as temp:
+        path = mt.layers.export_vector(mem, temp, "labels")
+        assert path.endswith(".gpkg") and path.startswith(str(temp.path))
+        back = QgsVectorLayer(f"{path}|layername=labels", "back", "ogr")
+        assert back.featureCount() == source.featureCount() > 0
+        assert sorted(f["class"] for f in back.getFeatures()) == sorted(f["class"] for f in source.getFeatures())
+        assert back.crs() == source.crs()
+        with pytest.raises(mt.layers.LayerProblem, match="no field 'damage'"):
+            mt.layers.export_vector(mem, temp, "labels", fields=["damage"])
+
+
+def test_edited_unsaved_labels_are_exported_as_seen_and_left_untouched(mt, demo_scene, tmp_path):
+    import shutil
+
+    from qgis.core import QgsVectorLayer
+
+    copy = tmp_path / "labels.gpkg"
+    shutil.copy(demo_scene.labels, copy)
+    layer = QgsVectorLayer(str(copy), "labels", "ogr")
+    assert mt.layers.local_vector_path(layer) == str(copy)  # a plain single-layer file: used directly
+    first = next(layer.getFeatures())
+    assert layer.startEditing()
+    layer.changeAttributeValue(first.id(), layer.fields().indexOf("class"), "greenhouse destroyed")
+    assert layer.isModified() and mt.layers.local_vector_path(layer) is None
+    with mt.layers.TempFolder() as temp:
+        path = mt.layers.export_vector(layer, temp, "labels")
+        exported = QgsVectorLayer(f"{path}|layername=labels", "x", "ogr")
+        assert exported.getFeature(first.id())["class"] == "greenhouse destroyed"
+    assert layer.isEditable() and layer.isModified()  # the user's edit session is intact
+    on_disk = QgsVectorLayer(str(copy), "disk", "ogr")
+    assert on_disk.getFeature(first.id())["class"] == first["class"]
+    layer.rollBack()
+
+
+def test_rasterized_labels_match_the_truth_raster(mt, demo_scene):
+    from qgis.core import QgsRasterLayer, QgsVectorLayer
+
+    labels = _memory_copy(QgsVectorLayer(f"{demo_scene.labels}|layername=labels", "labels", "ogr"))
+    reference = QgsRasterLayer(str(demo_scene.before), "before", "gdal")
+    schema = mt.schema.load_preset("gaza")
+    grid = mt.layers.label_grid(labels, reference)
+    assert grid.res == pytest.approx(0.5) and grid.crs == reference.crs()
+    with mt.layers.TempFolder() as temp:
+        path = mt.layers.rasterize_labels(labels, "class", schema, grid, temp.file("labels.tif"))
+        burnt = gdal.Open(str(path)).ReadAsArray()
+    truth_ds = gdal.Open(str(demo_scene.truth))
+    tgt = truth_ds.GetGeoTransform()
+    col = round((grid.x0 - tgt[0]) / tgt[1])
+    row = round((grid.y0 - tgt[3]) / tgt[5])
+    truth = truth_ds.ReadAsArray()[row:row + grid.height, col:col + grid.width]
+    assert burnt.shape == truth.shape == (grid.height, grid.width)
+    assert (burnt == truth).mean() > 0.995  # polygons burnt at pixel centres, as the engine does
+    assert set(np.unique(burnt)) == set(np.unique(truth))
+
+
+def test_rasterizing_unknown_class_names_fails_with_the_list_of_classes(mt, demo_scene):
+    from qgis.core import QgsRasterLayer, QgsVectorLayer
+
+    labels = _memory_copy(QgsVectorLayer(f"{demo_scene.labels}|layername=labels", "labels", "ogr"))
+    first = next(labels.getFeatures())
+    labels.dataProvider().changeAttributeValues({first.id(): {labels.fields().indexOf("class"): "alien landing"}})
+    grid = mt.layers.label_grid(labels, QgsRasterLayer(str(demo_scene.before), "b", "gdal"))
+    with mt.layers.TempFolder() as temp, pytest.raises(mt.layers.LayerProblem) as info:
+        mt.layers.rasterize_labels(labels, "class", mt.schema.load_preset("gaza"), grid, temp.file("l.tif"))
+    assert "'alien landing'" in str(info.value) and "building destroyed" in str(info.value)
+
+
+def test_change_raster_is_styled_with_the_schema_colours(mt, demo_scene, project):
+    from qgis.core import QgsRasterLayer
+
+    schema = mt.schema.load_preset("gaza")
+    layer = mt.layers.change_raster_layer(demo_scene.truth, schema)
+    renderer = layer.renderer()
+    assert renderer.type() == "paletted"
+    classes = {c.value: c for c in renderer.classes()}
+    assert sorted(classes) == [c.id for c in schema.classes]
+    for c in schema.change_classes:
+        assert classes[c.id].color.name() == c.color.lower() and classes[c.id].label == c.name
+    assert classes[0].color.alpha() == 0  # no change: see-through
+    group = mt.layers.add_to_group([layer], "MaskTalk run 1", project)
+    assert [l.layer() for l in group.findLayers()] == [layer]
+    assert project.layerTreeRoot().children()[0] is group
+    assert isinstance(project.mapLayersByName("changes")[0], QgsRasterLayer)
+
+
+def test_captions_layer_places_chips_on_the_grid(mt, demo_scene):
+    grid = mt.layers.raster_grid(demo_scene.truth)
+    chips = [{"window": {"row_off": 128, "col_off": 0, "height": 128, "width": 64},
+              "quadruples": [{"class_id": 1, "category": "buildings", "type": "destroyed", "direction": "north",
+                              "quantity": "a few", "pixels": 900},
+                             {"class_id": 3, "category": "refugee camp", "type": "newly established", "direction": "center",
+                              "quantity": "a single", "pixels": 100}],
+              "sentences": ["A few buildings were destroyed in the north.", "A refugee camp was newly established."]}]
+    layer = mt.layers.captions_layer(chips, grid)
+    assert layer.featureCount() == 1 and layer.crs().authid() == "EPSG:32636"
+    f = next(layer.getFeatures())
+    bbox = f.geometry().boundingBox()
+    assert bbox.xMinimum() == pytest.approx(grid.x0) and bbox.width() == pytest.approx(64 * 0.5)
+    assert bbox.yMaximum() == pytest.approx(grid.y0 - 128 * 0.5) and bbox.height() == pytest.approx(64.0)
+    assert f["caption"] == "A few buildings were destroyed in the north. A refugee camp was newly established."
+    assert f["classes"] == "destroyed buildings; newly established refugee camp"
+    assert f["directions"] == "north; center" and f["pixels"] == 1000
+    assert layer.labelsEnabled()
