@@ -69,6 +69,7 @@ class Backbone(nn.Module):
         size_multiple: chip sides must be a multiple of this (patch size or total stride).
         weights_source: where the weights came from (a path, a hub id, ``"random"``).
         has_attention: True when the backbone has attention projections (LoRA targets).
+        default_decoder_channels: decoder width per scale suited to this backbone.
     """
 
     name: str = ""
@@ -79,6 +80,9 @@ class Backbone(nn.Module):
     weights_source: str = "random"
     has_attention: bool = False
     lora_targets: tuple[str, ...] = ()
+    # Decoder width per scale (finest first) that keeps the change model's cost close to
+    # the backbone's own forward; S2MChangeModel uses it unless told otherwise.
+    default_decoder_channels: tuple[int, ...] = (64, 96, 128, 160)
 
     def spec(self) -> dict[str, Any]:
         """JSON-able arguments that rebuild this architecture with ``weights="random"``."""
