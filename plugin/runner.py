@@ -190,6 +190,7 @@ class EngineRunner:
         self.grace_s = grace_s
         self.extra_env = dict(extra_env or {})
         self._proc: subprocess.Popen | None = None
+        self.last_command: list[str] = []
         self._cancel = threading.Event()
         self._lock = threading.Lock()
 
@@ -266,6 +267,7 @@ class EngineRunner:
     ) -> EngineRun:
         """Like :meth:`run`, returning the result with every event and the exit code."""
         argv = self.command_line(command, args)
+        self.last_command = argv
         self._cancel.clear()
         started = time.monotonic()
         events: list[dict] = []

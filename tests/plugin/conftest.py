@@ -60,17 +60,12 @@ def engine_commands(engine_python) -> set[str]:
     commands = set()
     in_list = False
     for line in out.stdout.splitlines():
-        if line.strip().startswith("COMMAND"):
+        if line.strip() == "COMMAND":
             in_list = True
-            continue
-        if in_list:
-            if not line.startswith("    ") or not line.strip():
-                if line.strip() and not line.startswith(" "):
-                    break
-                continue
-            word = line.split()[0]
-            if word.isidentifier():
-                commands.add(word)
+        elif in_list and line and not line.startswith(" "):
+            break  # "options:"
+        elif in_list and line.startswith("    ") and not line.startswith("     "):
+            commands.add(line.split()[0])  # "    name   help"; wrapped help lines are indented deeper
     return commands
 
 
@@ -116,6 +111,15 @@ def private_tmp(tmp_path, monkeypatch) -> Path:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     monkeypatch.setenv("TMPDIR", str(tmp))
     return tmp
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Files a test left in its private temporary folder.
+
+    Excluded: QGIS's own ``QGIS3.*`` files and torch's persistent compile cache
+    (``torchinductor_<user>``, shared by every run on purpose, not a per-run file).
+    """
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(("QGIS3", "torchinductor_")))
 
 
 @pytest.fixture(scope="module")

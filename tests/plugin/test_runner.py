@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from .conftest import leftovers
+
 
 def _gone(pid: int) -> bool:
     """True when the process no longer exists (not even as a zombie)."""
@@ -41,7 +43,7 @@ def test_events_become_callbacks_and_the_result_is_returned(mt, fake_engine_dir,
     assert ("warning", "careful") in logs
     assert {"event": "metrics", "epoch": 1, "F1": 0.5} in events
     assert run.exit_code == 0
-    assert list(private_tmp.iterdir()) == []  # stderr went to an anonymous file
+    assert leftovers(private_tmp) == []  # stderr went to an anonymous file
 
 
 def test_command_line_and_child_environment(mt, tmp_path):
@@ -109,7 +111,7 @@ def test_cancel_stops_the_engine_quickly_and_leaves_nothing(mt, fake_engine_dir,
     pid = int(pid_file.read_text())
     assert _gone(pid)
     assert not runner.running and runner.pid is None
-    assert list(private_tmp.iterdir()) == []
+    assert leftovers(private_tmp) == []
 
 
 def test_cancel_from_another_thread_kills_a_stubborn_engine_after_the_grace_period(mt, fake_engine_dir, tmp_path, monkeypatch):

@@ -1,0 +1,209 @@
+"""Tasks in real QGIS: results on the main thread, errors to the caller, cancel, exported inputs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import leftovers
+
+
+@pytest.fixture()
+def project(qgis_new_project):
+    from qgis.core import QgsProject
+
+    yield QgsProject.instance()
+    QgsProject.instance().clear()
+
+
+def start(task):
+    from qgis.core import QgsApplication
+
+    QgsApplication.taskManager().addTask(task)
+    return task
+
+
+def _main_thread() -> bool:
+    from qgis.PyQt.QtCore import QCoreApplication, QThread
+
+    return QThread.currentThread() == QCoreApplication.instance().thread()
+
+
+def test_caption_task_on_the_demo_scene(mt, engine_python, demo_scene, project, qtbot):
+    from qgis.core import QgsRasterLayer
+
+    labels = QgsRasterLayer(str(demo_scene.truth), "truth", "gdal")
+    task = mt.tasks.CaptionTask(mt.settings.CaptionJob(labels=labels, chip=128), project=project)
+    seen = {}
+    task.succeeded.connect(lambda result: seen.update(result=result, main=_main_thread(), layers=list(project.mapLayers())))
+    progress = []
+    task.progressChanged.connect(progress.append)
+    with qtbot.waitSignal(task.succeeded, timeout=60_000):
+        start(task)
+    assert seen["main"] is True
+    chips = seen["result"]["json"]
+    assert chips and seen["result"]["chips"] == len(chips)
+    assert progress and max(progress) == pytest.approx(100)
+    # the captions layer was added before succeeded() was emitted, in its group
+    group = project.layerTreeRoot().findGroup("MaskTalk captions")
+    layer = group.findLayers()[0].layer()
+    assert layer.id() in seen["layers"] and task.added_layers == [layer]
+    assert layer.featureCount() == len(chips)
+    captions = sorted(f["caption"] for f in layer.getFeatures())
+    assert captions == sorted(" ".join(c["sentences"]) for c in chips)
+    assert layer.extent().width() <= labels.extent().width() + 1e-6
+    assert not task.temp.path.exists()
+
+
+def test_caption_task_with_memory_labels(mt, engine_python, demo_scene, project, qtbot):
+    from qgis.core import QgsRasterLayer, QgsVectorLayer
+
+    source = QgsVectorLayer(f"{demo_scene.labels}|layername=labels", "labels", "ogr")
+    mem = QgsVectorLayer(f"Polygon?crs={source.crs().authid()}", "drawn labels", "memory")
+    mem.dataProvider().addAttributes(source.fields().toList())
+    mem.updateFields()
+    mem.dataProvider().addFeatures(list(source.getFeatures()))
+    before = QgsRasterLayer(str(demo_scene.before), "before", "gdal")
+    task = mt.tasks.CaptionTask(mt.settings.CaptionJob(labels=mem, reference=before, chip=64), project=project)
+    with qtbot.waitSignal(task.succeeded, timeout=60_000) as blocker:
+        start(task)
+    chips = blocker.args[0]["json"]
+    schema = mt.schema.load_preset("gaza")
+    present = {schema.lookup(f["class"]) for f in mem.getFeatures()}
+    assert {q["class_id"] for c in chips for q in c["quadruples"]} == present
+    layer = task.added_layers[0]
+    assert layer.crs() == before.crs()
+    assert mem.extent().buffered(0.5).contains(layer.extent())
+    assert mem.featureCount() == source.featureCount()  # the user's layer is unchanged
+
+
+def test_engine_error_reaches_the_task_caller(mt, engine_python, demo_scene, project, qtbot):
+    task = mt.tasks.CaptionTask(mt.settings.CaptionJob(labels=str(demo_scene.before)), project=project)
+    with qtbot.waitSignal(task.failed, timeout=60_000) as blocker:
+        start(task)
+    message, details = blocker.args
+    assert "has 3 bands" in message and "class ids" in message
+    assert "exit code: 2" in details
+    assert task.error.kind == "InputError"
+    assert project.mapLayers() == {} and not task.temp.path.exists()
+
+
+def test_bad_layers_fail_before_anything_runs(mt, project):
+    from qgis.core import QgsVectorLayer
+
+    empty = QgsVectorLayer("Polygon?crs=EPSG:32636&field=class:string", "empty", "memory")
+    with pytest.raises(mt.layers.LayerProblem, match="no polygon with a class|no extent"):
+        mt.tasks.CaptionTask(mt.settings.CaptionJob(labels=empty, resolution=1.0), project=project)
+
+
+def test_cancel_ends_the_engine_and_leaves_nothing(mt, demo_scene, fake_engine_dir, private_tmp, tmp_path, project, qtbot, monkeypatch):
+    pid_file = tmp_path / "pid"
+    monkeypatch.setenv("FAKE_PID_FILE", str(pid_file))
+    runner = mt.runner.EngineRunner(python=sys.executable, plugin_dir=fake_engine_dir, grace_s=2)
+    out = tmp_path / "changes.tif"
+    job = mt.settings.DetectJob(before=str(demo_scene.before), after=str(demo_scene.after), model=str(tmp_path), out_raster=str(out))
+    task = mt.tasks.DetectTask(job, runner=runner, project=project)
+    temp = task.temp.path
+    assert temp.is_dir() and temp.is_relative_to(private_tmp)
+    messages = []
+    task.progressMessage.connect(messages.append)
+    start(task)
+    qtbot.waitUntil(lambda: len(messages) >= 2, timeout=30_000)  # the engine is running
+    pid = int(pid_file.read_text())
+    cancelled_at = time.monotonic()
+    with qtbot.waitSignal(task.wasCancelled, timeout=10_000):
+        task.cancel()
+    assert time.monotonic() - cancelled_at < 5
+    assert not Path(f"/proc/{pid}").exists()
+    assert not out.exists() and project.mapLayers() == {}
+    assert not temp.exists() and leftovers(private_tmp) == []
+
+
+# -- train and detect (run once the engine has these commands) ---------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(engine_python, engine_commands, demo_scene, tmp_path_factory, qgis_app):
+    """A tiny model trained through TrainTask (seconds on the CPU)."""
+    import importlib
+
+    from qgis.core import QgsApplication
+    from qgis.PyQt.QtCore import QCoreApplication
+
+    missing = {"train", "predict"} - engine_commands
+    if missing:
+        pytest.skip(f"the engine has no {'/'.join(sorted(missing))} command yet")
+    tasks = importlib.import_module("masktalk.plugin.tasks")
+    settings = importlib.import_module("masktalk.plugin.settings")
+    out = tmp_path_factory.mktemp("run") / "run"
+    job = settings.TrainJob(before=str(demo_scene.before), after=str(demo_scene.after), labels=str(demo_scene.labels),
+                            out_dir=str(out), stage1_epochs=1, stage2_epochs=1, chip=64, batch_size=4, device="cpu", seed=0)
+    task = tasks.TrainTask(job)
+    done = {}
+    task.succeeded.connect(lambda r: done.update(result=r))
+    task.failed.connect(lambda m, d: done.update(error=d))
+    metrics = []
+    task.metrics.connect(metrics.append)
+    QgsApplication.taskManager().addTask(task)
+    deadline = time.monotonic() + 600
+    while not done and time.monotonic() < deadline:
+        QCoreApplication.processEvents()
+        time.sleep(0.02)
+    assert "result" in done, done.get("error", "training timed out")
+    return {"result": done["result"], "metrics": metrics, "dir": out}
+
+
+def test_train_task_writes_a_run(tiny_run):
+    result = tiny_run["result"]
+    assert Path(result["best"]).is_dir() and Path(result["last"]).is_dir()
+    assert tiny_run["metrics"], "no metrics event reached the task's signal"
+
+
+def test_detect_task_adds_styled_outputs_in_a_group(mt, tiny_run, demo_scene, project, qtbot, tmp_path):
+    out = tmp_path / "changes.tif"
+    job = mt.settings.DetectJob(before=str(demo_scene.before), after=str(demo_scene.after), model=str(tiny_run["dir"]),
+                                out_raster=str(out), out_vectors=str(tmp_path / "changes.gpkg"), chip=64, group_name="run 1")
+    task = mt.tasks.DetectTask(job, project=project)
+    with qtbot.waitSignal(task.succeeded, timeout=300_000):
+        start(task)
+    group = project.layerTreeRoot().findGroup("run 1")
+    names = [n.layer().name() for n in group.findLayers()]
+    assert names[0] == "change classes" and "changes" in names and "captions" in names
+    assert group.findLayers()[0].layer().renderer().type() == "paletted"
+
+
+def test_detect_task_cancel_leaves_no_output(mt, tiny_run, demo_scene, project, qtbot, tmp_path, private_tmp):
+    out = tmp_path / "changes.tif"
+    job = mt.settings.DetectJob(before=str(demo_scene.before), after=str(demo_scene.after), model=str(tiny_run["dir"]),
+                                out_raster=str(out), chip=32, overlap=16, batch_size=1)
+    task = mt.tasks.DetectTask(job, project=project)
+    messages = []
+    task.progressMessage.connect(messages.append)
+    start(task)
+    qtbot.waitUntil(lambda: len(messages) >= 1, timeout=120_000)
+    with qtbot.waitSignal(task.wasCancelled, timeout=15_000):
+        task.cancel()
+    assert not out.exists() and project.mapLayers() == {}
+    assert leftovers(private_tmp) == []
+
+
+def test_detect_uses_an_exported_web_tile_layer(mt, tiny_run, demo_scene, xyz_tiles, project, qtbot, tmp_path):
+    from osgeo import gdal
+    from qgis.core import QgsRasterLayer, QgsReferencedRectangle
+
+    before = QgsRasterLayer(str(demo_scene.before), "before", "gdal")
+    after = QgsRasterLayer(xyz_tiles.uri, "after (web)", "wms")
+    out = tmp_path / "changes.tif"
+    job = mt.settings.DetectJob(before=before, after=after, model=str(tiny_run["dir"]), out_raster=str(out), chip=64,
+                                extent=QgsReferencedRectangle(before.extent(), before.crs()), resolution=xyz_tiles.res)
+    task = mt.tasks.DetectTask(job, project=project)
+    assert task.after.export is not None and task.before.export is None
+    exported = str(task.after.path)
+    with qtbot.waitSignal(task.succeeded, timeout=300_000):
+        start(task)
+    assert task.runner.last_command[task.runner.last_command.index("--after") + 1] == exported
+    ds, ref = gdal.Open(str(out)), gdal.Open(str(demo_scene.before))
+    assert (ds.RasterXSize, ds.RasterYSize) == (ref.RasterXSize, ref.RasterYSize)
+    assert ds.GetGeoTransform() == pytest.approx(ref.GetGeoTransform())
+    assert not Path(exported).exists()  # the temporary export is gone
