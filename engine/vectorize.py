@@ -163,14 +163,7 @@ def vectorize(
     Returns:
         ``{"path", "changes": N polygons, "captions": N chips, "dropped": N small regions}``.
     """
-    import fiona
     import rasterio
-    from rasterio.features import shapes
-    from rasterio.windows import Window
-    from scipy import ndimage
-    from shapely.affinity import affine_transform
-    from shapely.geometry import box, mapping, shape
-    from shapely.ops import unary_union
 
     progress = progress or NullProgress()
     out = Path(out)
@@ -180,140 +173,160 @@ def vectorize(
         src = rasterio.open(raster)
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"cannot read the class raster {raster}: {exc}") from None
-    tmp = out.with_name(out.name + ".incomplete")
+    tmp = out.with_name(f".{out.stem}.incomplete.gpkg")  # renamed when complete
     if tmp.exists():
         tmp.unlink()
-    with src:
-        height, width, transform, crs = src.height, src.width, src.transform, src.crs
-        has_conf = src.count >= 2
-        area_of = _Area(crs, transform)
-        t = transform
-        to_crs = [t.a, t.b, t.d, t.e, t.c, t.f]
-        crs_wkt = crs.to_wkt() if crs is not None else None
-        K = schema.num_classes
-        uf = _UnionFind()
-        comps: dict[int, dict] = {}  # global id -> stats and pixel-space pieces
-        prev_bottom: np.ndarray | None = None  # (width,) global ids of the previous strip's last row
-        prev_cls: np.ndarray | None = None  # (width,) classes of that row
-        next_id = 1
-        n_changes = n_dropped = 0
-        captions: list[dict] = []
-        change_feats_schema = {"geometry": "Polygon", "properties": dict(CHANGES_FIELDS)}
-        caption_schema = {"geometry": "Polygon", "properties": dict(CAPTIONS_FIELDS)}
-
-        def finish(root: int, members: list[int], sink) -> None:
-            nonlocal n_changes, n_dropped
-            parts = [comps.pop(m) for m in members]
-            pixels = sum(p["n"] for p in parts)
-            cid = parts[0]["cls"]
-            geom_px = unary_union([g for p in parts for g in p["geoms"]])
-            geom = affine_transform(geom_px, to_crs)
-            area = area_of(pixels, geom)
-            if pixels < min_pixels or area < min_area:
-                n_dropped += 1
-                return
-            row = sum(p["rs"] for p in parts) / pixels
-            col = sum(p["cs"] for p in parts) / pixels
-            conf = sum(p["conf"] for p in parts) / pixels / 100.0 if has_conf else float("nan")
-            q = _describe(schema, cid, pixels, row, col, height, width, chip_size)
-            c = schema[cid]
-            if geom.geom_type != "Polygon":  # cannot happen for 4-connected regions; be safe
-                geom = max(getattr(geom, "geoms", [geom]), key=lambda g: g.area)
-            sink.write(
-                {
-                    "geometry": mapping(geom),
-                    "properties": {
-                        "class_id": cid,
-                        "class_name": c.name,
-                        "category": c.category,
-                        "change_type": c.type,
-                        "area_m2": round(area, 3),
-                        "pixels": int(pixels),
-                        "confidence": round(conf, 4) if has_conf else None,
-                        "direction": q.direction,
-                        "quantity": q.quantity,
-                        "caption": render(q, 0),
-                    },
-                }
-            )
-            n_changes += 1
-
-        def flush(sink, keep_roots: set[int]) -> None:
-            groups: dict[int, list[int]] = {}
-            for gid in list(comps):
-                groups.setdefault(uf.find(gid), []).append(gid)
-            for root, members in groups.items():
-                if root not in keep_roots:
-                    finish(root, members, sink)
-
-        with fiona.open(tmp, "w", driver="GPKG", layer=CHANGES_LAYER, schema=change_feats_schema, crs_wkt=crs_wkt) as sink:
-            n_strips = (height + chip_size - 1) // chip_size
-            for s, r0 in enumerate(range(0, height, chip_size)):
-                progress.check()
-                h = min(chip_size, height - r0)
-                win = Window(0, r0, width, h)
-                cls = src.read(1, window=win)
-                conf = src.read(2, window=win).astype(np.float64) if has_conf else None
-                # -- captions of the chips in this strip
-                for cj, c0 in enumerate(range(0, width, chip_size)):
-                    w = min(chip_size, width - c0)
-                    label = cls[:, c0 : c0 + w]
-                    quads, sentences = caption_chip(label, schema, random.Random(f"{seed}:{s}:{cj}"))
-                    if quads:
-                        x0, y0 = transform * (c0, r0)
-                        x1, y1 = transform * (c0 + w, r0 + h)
-                        captions.append(
-                            {
-                                "geometry": mapping(box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))),
-                                "properties": {
-                                    "chip_row": s,
-                                    "chip_col": cj,
-                                    "caption": " ".join(sentences),
-                                    "quadruples": json.dumps([q.to_dict() for q in quads], ensure_ascii=False),
-                                    "changed_pixels": int(sum(q.pixels for q in quads)),
-                                },
-                            }
-                        )
-                # -- connected regions per change class
-                bottom = np.zeros(width, np.int64)
-                rows = np.arange(r0, r0 + h, dtype=np.float64)[:, None]
-                cols = np.arange(width, dtype=np.float64)[None, :]
-                present = np.flatnonzero(np.bincount(cls.ravel(), minlength=256)[1:K]) + 1
-                for cid in present:
-                    mask = cls == cid
-                    labels, n = ndimage.label(mask)  # 4-connectivity
-                    if n == 0:
-                        continue
-                    lab = labels[mask]
-                    counts = np.bincount(lab, minlength=n + 1)
-                    rs = np.bincount(lab, weights=np.broadcast_to(rows, mask.shape)[mask], minlength=n + 1)
-                    cs = np.bincount(lab, weights=np.broadcast_to(cols, mask.shape)[mask], minlength=n + 1)
-                    cf = np.bincount(lab, weights=conf[mask], minlength=n + 1) if conf is not None else np.zeros(n + 1)
-                    base = next_id - 1
-                    next_id += n
-                    for k in range(1, n + 1):
-                        gid = base + k
-                        uf.add(gid)
-                        comps[gid] = {"cls": int(cid), "n": int(counts[k]), "rs": rs[k], "cs": cs[k], "conf": cf[k], "geoms": []}
-                    px_transform = rasterio.Affine(1, 0, 0, 0, 1, r0)
-                    for geom, value in shapes(labels.astype(np.int32), mask=mask, connectivity=4, transform=px_transform):
-                        comps[base + int(value)]["geoms"].append(shape(geom))
-                    top_ids = np.where(labels[0] > 0, labels[0] + base, 0)
-                    if prev_bottom is not None:
-                        # 4-connected across the strip border: same column, same class
-                        joined = (top_ids > 0) & (prev_bottom > 0) & (prev_cls == cid)
-                        for a, b in set(zip(prev_bottom[joined].tolist(), top_ids[joined].tolist())):
-                            uf.union(a, b)
-                    bottom = np.where(labels[-1] > 0, labels[-1] + base, bottom)
-                # regions that reach the strip's bottom row stay open for the next strip
-                keep = {uf.find(int(g)) for g in np.unique(bottom) if g > 0} if r0 + h < height else set()
-                flush(sink, keep)
-                uf.parent = {g: uf.find(g) for g in comps}  # forget finished regions
-                prev_bottom, prev_cls = bottom, cls[-1].copy()
-                progress.report((s + 1) / n_strips, f"vectorising strip {s + 1}/{n_strips}")
-        with fiona.open(tmp, "w", driver="GPKG", layer=CAPTIONS_LAYER, schema=caption_schema, crs_wkt=crs_wkt) as sink:
-            sink.writerecords(captions)
+    try:
+        result = _vectorize(src, tmp, schema, chip_size, min_area, min_pixels, seed, progress)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    finally:
+        src.close()
     os.replace(tmp, out)
-    log.info("wrote %d change polygons and %d chip captions to %s", n_changes, len(captions), out)
-    return {"path": str(out), "changes": n_changes, "captions": len(captions), "dropped": n_dropped}
+    log.info("wrote %d change polygons and %d chip captions to %s", result["changes"], result["captions"], out)
+    return {"path": str(out), **result}
+
+
+def _vectorize(src, tmp: Path, schema: ClassSchema, chip_size: int, min_area: float, min_pixels: int, seed: int, progress) -> dict:
+    import fiona
+    import rasterio
+    from rasterio.features import shapes
+    from rasterio.windows import Window
+    from scipy import ndimage
+    from shapely.affinity import affine_transform
+    from shapely.geometry import box, mapping, shape
+    from shapely.ops import unary_union
+
+    height, width, transform, crs = src.height, src.width, src.transform, src.crs
+    has_conf = src.count >= 2
+    area_of = _Area(crs, transform)
+    t = transform
+    to_crs = [t.a, t.b, t.d, t.e, t.c, t.f]
+    crs_wkt = crs.to_wkt() if crs is not None else None
+    K = schema.num_classes
+    uf = _UnionFind()
+    comps: dict[int, dict] = {}  # global id -> stats and pixel-space pieces
+    prev_bottom: np.ndarray | None = None  # (width,) global ids of the previous strip's last row
+    prev_cls: np.ndarray | None = None  # (width,) classes of that row
+    next_id = 1
+    n_changes = n_dropped = 0
+    captions: list[dict] = []
+    change_feats_schema = {"geometry": "Polygon", "properties": dict(CHANGES_FIELDS)}
+    caption_schema = {"geometry": "Polygon", "properties": dict(CAPTIONS_FIELDS)}
+
+    def finish(root: int, members: list[int], sink) -> None:
+        nonlocal n_changes, n_dropped
+        parts = [comps.pop(m) for m in members]
+        pixels = sum(p["n"] for p in parts)
+        cid = parts[0]["cls"]
+        geom_px = unary_union([g for p in parts for g in p["geoms"]])
+        geom = affine_transform(geom_px, to_crs)
+        area = area_of(pixels, geom)
+        if pixels < min_pixels or area < min_area:
+            n_dropped += 1
+            return
+        row = sum(p["rs"] for p in parts) / pixels
+        col = sum(p["cs"] for p in parts) / pixels
+        conf = sum(p["conf"] for p in parts) / pixels / 100.0 if has_conf else float("nan")
+        q = _describe(schema, cid, pixels, row, col, height, width, chip_size)
+        c = schema[cid]
+        if geom.geom_type != "Polygon":  # cannot happen for 4-connected regions; be safe
+            geom = max(getattr(geom, "geoms", [geom]), key=lambda g: g.area)
+        sink.write(
+            {
+                "geometry": mapping(geom),
+                "properties": {
+                    "class_id": cid,
+                    "class_name": c.name,
+                    "category": c.category,
+                    "change_type": c.type,
+                    "area_m2": round(area, 3),
+                    "pixels": int(pixels),
+                    "confidence": round(conf, 4) if has_conf else None,
+                    "direction": q.direction,
+                    "quantity": q.quantity,
+                    "caption": render(q, 0),
+                },
+            }
+        )
+        n_changes += 1
+
+    def flush(sink, keep_roots: set[int]) -> None:
+        groups: dict[int, list[int]] = {}
+        for gid in list(comps):
+            groups.setdefault(uf.find(gid), []).append(gid)
+        for root, members in groups.items():
+            if root not in keep_roots:
+                finish(root, members, sink)
+
+    with fiona.open(tmp, "w", driver="GPKG", layer=CHANGES_LAYER, schema=change_feats_schema, crs_wkt=crs_wkt) as sink:
+        n_strips = (height + chip_size - 1) // chip_size
+        for s, r0 in enumerate(range(0, height, chip_size)):
+            progress.check()
+            h = min(chip_size, height - r0)
+            win = Window(0, r0, width, h)
+            cls = src.read(1, window=win)
+            conf = src.read(2, window=win).astype(np.float64) if has_conf else None
+            # -- captions of the chips in this strip
+            for cj, c0 in enumerate(range(0, width, chip_size)):
+                w = min(chip_size, width - c0)
+                label = cls[:, c0 : c0 + w]
+                quads, sentences = caption_chip(label, schema, random.Random(f"{seed}:{s}:{cj}"))
+                if quads:
+                    x0, y0 = transform * (c0, r0)
+                    x1, y1 = transform * (c0 + w, r0 + h)
+                    captions.append(
+                        {
+                            "geometry": mapping(box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))),
+                            "properties": {
+                                "chip_row": s,
+                                "chip_col": cj,
+                                "caption": " ".join(sentences),
+                                "quadruples": json.dumps([q.to_dict() for q in quads], ensure_ascii=False),
+                                "changed_pixels": int(sum(q.pixels for q in quads)),
+                            },
+                        }
+                    )
+            # -- connected regions per change class
+            bottom = np.zeros(width, np.int64)
+            rows = np.arange(r0, r0 + h, dtype=np.float64)[:, None]
+            cols = np.arange(width, dtype=np.float64)[None, :]
+            present = np.flatnonzero(np.bincount(cls.ravel(), minlength=256)[1:K]) + 1
+            for cid in present:
+                mask = cls == cid
+                labels, n = ndimage.label(mask)  # 4-connectivity
+                if n == 0:
+                    continue
+                lab = labels[mask]
+                counts = np.bincount(lab, minlength=n + 1)
+                rs = np.bincount(lab, weights=np.broadcast_to(rows, mask.shape)[mask], minlength=n + 1)
+                cs = np.bincount(lab, weights=np.broadcast_to(cols, mask.shape)[mask], minlength=n + 1)
+                cf = np.bincount(lab, weights=conf[mask], minlength=n + 1) if conf is not None else np.zeros(n + 1)
+                base = next_id - 1
+                next_id += n
+                for k in range(1, n + 1):
+                    gid = base + k
+                    uf.add(gid)
+                    comps[gid] = {"cls": int(cid), "n": int(counts[k]), "rs": rs[k], "cs": cs[k], "conf": cf[k], "geoms": []}
+                px_transform = rasterio.Affine(1, 0, 0, 0, 1, r0)
+                for geom, value in shapes(labels.astype(np.int32), mask=mask, connectivity=4, transform=px_transform):
+                    comps[base + int(value)]["geoms"].append(shape(geom))
+                top_ids = np.where(labels[0] > 0, labels[0] + base, 0)
+                if prev_bottom is not None:
+                    # 4-connected across the strip border: same column, same class
+                    joined = (top_ids > 0) & (prev_bottom > 0) & (prev_cls == cid)
+                    for a, b in set(zip(prev_bottom[joined].tolist(), top_ids[joined].tolist())):
+                        uf.union(a, b)
+                bottom = np.where(labels[-1] > 0, labels[-1] + base, bottom)
+            # regions that reach the strip's bottom row stay open for the next strip
+            keep = {uf.find(int(g)) for g in np.unique(bottom) if g > 0} if r0 + h < height else set()
+            flush(sink, keep)
+            uf.parent = {g: uf.find(g) for g in comps}  # forget finished regions
+            prev_bottom, prev_cls = bottom, cls[-1].copy()
+            progress.report((s + 1) / n_strips, f"vectorising strip {s + 1}/{n_strips}")
+    with fiona.open(tmp, "w", driver="GPKG", layer=CAPTIONS_LAYER, schema=caption_schema, crs_wkt=crs_wkt) as sink:
+        sink.writerecords(captions)
+    return {"changes": n_changes, "captions": len(captions), "dropped": n_dropped}
 
