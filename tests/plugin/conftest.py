@@ -11,6 +11,7 @@ else the repository's ``.venv``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import json
 import os
@@ -122,17 +123,54 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith(("QGIS3", "torchinductor_")))
 
 
-@pytest.fixture(scope="module")
-def masktalk_provider(qgis_app, qgis_processing):
-    """The MaskTalk Processing provider registered for one test module."""
+@contextlib.contextmanager
+def provider_registered():
+    """The MaskTalk Processing provider registered while the block runs (re-entrant)."""
     from qgis.core import QgsApplication
 
-    module = importlib.import_module("masktalk.plugin.processing.provider")
     registry = QgsApplication.processingRegistry()
+    if registry.providerById("masktalk") is not None:
+        yield registry.providerById("masktalk")
+        return
+    module = importlib.import_module("masktalk.plugin.processing.provider")
     provider = module.MaskTalkProvider()
-    assert registry.addProvider(provider), "a 'masktalk' provider is registered already"
-    yield provider
-    registry.removeProvider(provider)
+    assert registry.addProvider(provider)
+    try:
+        yield provider
+    finally:
+        registry.removeProvider(provider)
+
+
+@pytest.fixture(scope="module")
+def masktalk_provider(qgis_app, qgis_processing):
+    """The MaskTalk Processing provider registered for one test module.
+
+    Module scope, not session: the plugin-load tests register and unregister their own.
+    """
+    with provider_registered() as provider:
+        yield provider
+
+
+@pytest.fixture(scope="session")
+def tiny_run(engine_python, engine_commands, demo_scene, tmp_path_factory, qgis_app, qgis_processing):
+    """A tiny model trained with ``processing.run("masktalk:train_change_model")`` (seconds on the CPU)."""
+    missing = {"train", "predict"} - engine_commands
+    if missing:
+        pytest.skip(f"the engine has no {'/'.join(sorted(missing))} command yet")
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    out = tmp_path_factory.mktemp("run") / "run"
+    feedback = QgsProcessingFeedback()
+    params = {
+        "BEFORE": str(demo_scene.before), "AFTER": str(demo_scene.after), "LABELS": f"{demo_scene.labels}|layername=labels",
+        "CLASS_FIELD": "class", "PRESET": 0, "STAGE1_EPOCHS": 1, "STAGE2_EPOCHS": 1, "CHIP": 64, "BATCH_SIZE": 4,
+        "DEVICE": 1, "SEED": 0, "OUTPUT": str(out),
+    }
+    with provider_registered():
+        results = processing.run("masktalk:train_change_model", params, feedback=feedback)
+    return types.SimpleNamespace(dir=Path(results["OUTPUT"]), best=Path(results["BEST"]), last=Path(results["LAST"]),
+                                 log=feedback.textLog())
 
 
 FAKE_ENGINE = r'''

@@ -123,46 +123,32 @@ def test_cancel_ends_the_engine_and_leaves_nothing(mt, demo_scene, fake_engine_d
 
 
 # -- train and detect (run once the engine has these commands) ---------------------------------
-@pytest.fixture(scope="module")
-def tiny_run(engine_python, engine_commands, demo_scene, tmp_path_factory, qgis_app):
-    """A tiny model trained through TrainTask (seconds on the CPU)."""
-    import importlib
+def test_train_task_cancel_stops_the_engine(mt, engine_python, engine_commands, demo_scene, project, qtbot, tmp_path, private_tmp):
+    if "train" not in engine_commands:
+        pytest.skip("the engine has no train command yet")
+    from qgis.core import QgsVectorLayer
 
-    from qgis.core import QgsApplication
-    from qgis.PyQt.QtCore import QCoreApplication
-
-    missing = {"train", "predict"} - engine_commands
-    if missing:
-        pytest.skip(f"the engine has no {'/'.join(sorted(missing))} command yet")
-    tasks = importlib.import_module("masktalk.plugin.tasks")
-    settings = importlib.import_module("masktalk.plugin.settings")
-    out = tmp_path_factory.mktemp("run") / "run"
-    job = settings.TrainJob(before=str(demo_scene.before), after=str(demo_scene.after), labels=str(demo_scene.labels),
-                            out_dir=str(out), stage1_epochs=1, stage2_epochs=1, chip=64, batch_size=4, device="cpu", seed=0)
-    task = tasks.TrainTask(job)
-    done = {}
-    task.succeeded.connect(lambda r: done.update(result=r))
-    task.failed.connect(lambda m, d: done.update(error=d))
-    metrics = []
-    task.metrics.connect(metrics.append)
-    QgsApplication.taskManager().addTask(task)
-    deadline = time.monotonic() + 600
-    while not done and time.monotonic() < deadline:
-        QCoreApplication.processEvents()
-        time.sleep(0.02)
-    assert "result" in done, done.get("error", "training timed out")
-    return {"result": done["result"], "metrics": metrics, "dir": out}
-
-
-def test_train_task_writes_a_run(tiny_run):
-    result = tiny_run["result"]
-    assert Path(result["best"]).is_dir() and Path(result["last"]).is_dir()
-    assert tiny_run["metrics"], "no metrics event reached the task's signal"
+    labels = QgsVectorLayer(f"{demo_scene.labels}|layername=labels", "labels", "ogr")
+    job = mt.settings.TrainJob(before=str(demo_scene.before), after=str(demo_scene.after), labels=labels,
+                               out_dir=str(tmp_path / "run"), stage1_epochs=50, stage2_epochs=50, chip=64, batch_size=2, device="cpu")
+    task = mt.tasks.TrainTask(job, project=project)
+    assert Path(task.labels).is_relative_to(private_tmp)  # exported: the OGR URI names a sub-layer
+    messages = []
+    task.progressMessage.connect(messages.append)
+    start(task)
+    qtbot.waitUntil(lambda: len(messages) >= 2, timeout=120_000)
+    pid = task.runner.pid
+    cancelled_at = time.monotonic()
+    with qtbot.waitSignal(task.wasCancelled, timeout=30_000):
+        task.cancel()
+    assert time.monotonic() - cancelled_at < 15
+    assert pid is not None and not Path(f"/proc/{pid}").exists()
+    assert leftovers(private_tmp) == []
 
 
 def test_detect_task_adds_styled_outputs_in_a_group(mt, tiny_run, demo_scene, project, qtbot, tmp_path):
     out = tmp_path / "changes.tif"
-    job = mt.settings.DetectJob(before=str(demo_scene.before), after=str(demo_scene.after), model=str(tiny_run["dir"]),
+    job = mt.settings.DetectJob(before=str(demo_scene.before), after=str(demo_scene.after), model=str(tiny_run.dir),
                                 out_raster=str(out), out_vectors=str(tmp_path / "changes.gpkg"), chip=64, group_name="run 1")
     task = mt.tasks.DetectTask(job, project=project)
     with qtbot.waitSignal(task.succeeded, timeout=300_000):
@@ -175,7 +161,7 @@ def test_detect_task_adds_styled_outputs_in_a_group(mt, tiny_run, demo_scene, pr
 
 def test_detect_task_cancel_leaves_no_output(mt, tiny_run, demo_scene, project, qtbot, tmp_path, private_tmp):
     out = tmp_path / "changes.tif"
-    job = mt.settings.DetectJob(before=str(demo_scene.before), after=str(demo_scene.after), model=str(tiny_run["dir"]),
+    job = mt.settings.DetectJob(before=str(demo_scene.before), after=str(demo_scene.after), model=str(tiny_run.dir),
                                 out_raster=str(out), chip=32, overlap=16, batch_size=1)
     task = mt.tasks.DetectTask(job, project=project)
     messages = []
@@ -195,7 +181,7 @@ def test_detect_uses_an_exported_web_tile_layer(mt, tiny_run, demo_scene, xyz_ti
     before = QgsRasterLayer(str(demo_scene.before), "before", "gdal")
     after = QgsRasterLayer(xyz_tiles.uri, "after (web)", "wms")
     out = tmp_path / "changes.tif"
-    job = mt.settings.DetectJob(before=before, after=after, model=str(tiny_run["dir"]), out_raster=str(out), chip=64,
+    job = mt.settings.DetectJob(before=before, after=after, model=str(tiny_run.dir), out_raster=str(out), chip=64,
                                 extent=QgsReferencedRectangle(before.extent(), before.crs()), resolution=xyz_tiles.res)
     task = mt.tasks.DetectTask(job, project=project)
     assert task.after.export is not None and task.before.export is None
