@@ -188,6 +188,13 @@ class EngineActions:
         self.dialog.show()
 
     def shutdown(self) -> None:
+        """Plugin unload: stop a running set-up or diagnostics task, close the dialog."""
+        if self.task is not None:
+            try:
+                self.task.cancel()
+            except RuntimeError:  # already finished and deleted by the task manager
+                pass
+            self.task = None
         if self.dialog is not None:
             self.dialog.close()
             self.dialog.deleteLater()

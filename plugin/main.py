@@ -25,6 +25,7 @@ class MaskTalkPlugin:
         self.dock = None
         self.actions: list[QAction] = []
         self.provider = None
+        self.engine_actions = None
 
     # -- QGIS API -------------------------------------------------------------------
     def initProcessing(self):  # noqa: N802 - QGIS API name
@@ -56,12 +57,29 @@ class MaskTalkPlugin:
             self.iface.addPluginToRasterMenu(MENU, action)
             self.actions.append(action)
 
+        from .diagnostics import EngineActions
+
+        self.engine_actions = EngineActions(self.iface)
+        for text, name, tip, slot in (
+            ("Set up engine…", "mMaskTalkSetupEngine", "Create MaskTalk's own Python environment and install the engine (PyTorch, CUDA when there is a GPU)", self.engine_actions.setup_engine),
+            ("Diagnostics", "mMaskTalkDiagnostics", "Versions, devices and weights of the engine, for bug reports (copyable)", self.engine_actions.show_diagnostics),
+        ):
+            action = QAction(text, self.iface.mainWindow())
+            action.setObjectName(name)
+            action.setToolTip(tip)
+            action.triggered.connect(lambda _checked=False, run=slot: run())
+            self.iface.addPluginToRasterMenu(MENU, action)
+            self.actions.append(action)
+
     def unload(self):
         for action in self.actions:
             self.iface.removePluginRasterMenu(MENU, action)
             self.iface.removeRasterToolBarIcon(action)
             action.deleteLater()
         self.actions.clear()
+        if self.engine_actions is not None:
+            self.engine_actions.shutdown()
+            self.engine_actions = None
         if self.dock is not None:
             self.iface.removeDockWidget(self.dock)
             self.dock.shutdown()

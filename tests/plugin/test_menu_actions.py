@@ -1,0 +1,69 @@
+"""The *Set up engine…* and *Diagnostics* menu actions of the loaded plugin."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+
+from .conftest import PLUGINS_DIR
+
+
+@pytest.fixture()
+def plugin(qgis_iface, qgis_app):
+    for name in [m for m in sys.modules if m == "masktalk" or m.startswith("masktalk.")]:
+        del sys.modules[name]
+    assert str(PLUGINS_DIR) in sys.path
+    package = importlib.import_module("masktalk")
+    plugin = package.classFactory(qgis_iface)
+    plugin.initGui()
+    yield plugin
+    plugin.unload()
+
+
+def action(plugin, name):
+    found = [a for a in plugin.actions if a.objectName() == name]
+    assert len(found) == 1, [a.objectName() for a in plugin.actions]
+    return found[0]
+
+
+def test_diagnostics_action_shows_a_copyable_report(plugin, engine_python, qtbot):
+    from qgis.core import Qgis
+
+    action(plugin, "mMaskTalkDiagnostics").trigger()
+    qtbot.waitUntil(lambda: plugin.engine_actions.dialog is not None, timeout=120_000)
+    text = plugin.engine_actions.dialog.text.toPlainText()
+    assert text.startswith("MaskTalk diagnostics") and Qgis.QGIS_VERSION in text and "torch:" in text
+    assert str(engine_python) in text
+
+
+def test_setup_action_shows_the_plan_and_does_nothing_when_declined(plugin, monkeypatch, tmp_path):
+    import masktalk.plugin.diagnostics as diagnostics
+    import masktalk.plugin.environment as environment
+
+    monkeypatch.setattr(environment, "profile_dir", lambda: tmp_path / "profile")
+    monkeypatch.setattr(environment, "detect_gpu", lambda: environment.GpuInfo())
+    asked = {}
+
+    def question(parent, title, text, *args):
+        asked.update(title=title, text=text)
+        return diagnostics.QMessageBox.No
+
+    monkeypatch.setattr(diagnostics.QMessageBox, "question", question)
+    action(plugin, "mMaskTalkSetupEngine").trigger()
+    venv = tmp_path / "profile" / "masktalk" / "engine-venv"
+    assert str(venv) in asked["text"] and "torch build: cpu" in asked["text"]
+    assert "https://download.pytorch.org/whl/cpu" in asked["text"]
+    assert plugin.engine_actions.task is None and not venv.exists()
+
+
+def test_unload_removes_the_engine_actions(qgis_iface, qgis_app):
+    for name in [m for m in sys.modules if m == "masktalk" or m.startswith("masktalk.")]:
+        del sys.modules[name]
+    plugin = importlib.import_module("masktalk").classFactory(qgis_iface)
+    plugin.initGui()
+    names = {a.objectName() for a in plugin.actions}
+    assert {"mMaskTalkSetupEngine", "mMaskTalkDiagnostics"} <= names
+    plugin.unload()
+    assert plugin.actions == [] and plugin.engine_actions is None
