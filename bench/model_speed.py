@@ -54,9 +54,14 @@ def measure(name: str, device: str, repeats: int, lora_rank: int) -> dict:
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     weights = "random" if name.startswith("dinov3_") else None
+    if weights is None:
+        from engine.models.efficientnet import package_weights_path
+
+        if package_weights_path() is None:  # e.g. the GPU machine: same speed with random weights
+            weights = "random"
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
     fmt = torch.channels_last if cuda else torch.contiguous_format
-    res: dict = {"backbone": name, "device": device, "weights": "random" if weights else "imagenet (package)", "amp": "bf16 autocast + channels_last" if cuda else "fp32"}
+    res: dict = {"backbone": name, "device": device, "weights": weights or "imagenet (package)", "amp": "bf16 autocast + channels_last" if cuda else "fp32"}
     if cuda:
         res["gpu"] = torch.cuda.get_device_name(0)
 
