@@ -144,6 +144,27 @@ def load_schema(preset: str = "", schema_path: str = ""):
     return resolve_schema(preset or None, schema_path or None, default="gaza")
 
 
+def model_schema(model: str, fallback_preset: str = "", fallback_schema: str = ""):
+    """The class schema a trained model predicts, read from its model card (``card.json``).
+
+    ``model`` is a checkpoint folder or a training run folder (its ``best/``, else ``last/``).
+    Falls back to the preset/schema file when no card is found (e.g. before the run exists).
+    """
+    import json
+    from pathlib import Path
+
+    from ..engine.schema import ClassSchema
+
+    root = Path(model) if model else None
+    for card in ([root / "card.json", root / "best" / "card.json", root / "last" / "card.json"] if root else []):
+        if card.is_file():
+            try:
+                return ClassSchema.from_dict(json.loads(card.read_text(encoding="utf-8"))["schema"], source=str(card))
+            except (ValueError, KeyError, TypeError):
+                break
+    return load_schema(fallback_preset, fallback_schema)
+
+
 def _opt(args: list[str], flag: str, value: Any) -> None:
     if value is None or value == "":
         return

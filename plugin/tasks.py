@@ -38,7 +38,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 from . import layers as L
 from .environment import EnvironmentProblem
 from .runner import EngineCancelled, EngineError, EngineRunner
-from .settings import CaptionJob, DetectJob, TrainJob, load_schema
+from .settings import CaptionJob, DetectJob, TrainJob, load_schema, model_schema
 
 log = logging.getLogger("masktalk.tasks")
 LOG_TAG = "MaskTalk"
@@ -318,7 +318,7 @@ class DetectTask(EngineTask):
             self.extent = L.rect_tuple(L.extent_in_crs(job.extent, crs, self.project))
         self.remember_new_output(job.out_raster)
         self.remember_new_output(job.out_vectors)
-        self.schema = load_schema(job.preset, job.schema_path)
+        self.schema = model_schema(job.model, job.preset, job.schema_path)
 
     def execute(self) -> dict:
         return self.engine("predict", self.job.engine_args(str(self.before.path), str(self.after.path), self.extent))

@@ -22,6 +22,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputFolder,
     QgsProcessingOutputNumber,
     QgsProcessingParameterEnum,
@@ -37,6 +38,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorLayer,
+    QgsRasterLayer,
     QgsReferencedRectangle,
     QgsVectorLayer,
     QgsWkbTypes,
@@ -45,7 +47,24 @@ from qgis.core import (
 from .. import layers as L
 from ..environment import EnvironmentProblem
 from ..runner import EngineCancelled, EngineError, EngineRunner
-from ..settings import BACKBONES, DEVICES, PRESETS, CaptionJob, DetectJob, TrainJob, load_schema
+from ..settings import BACKBONES, DEVICES, PRESETS, CaptionJob, DetectJob, TrainJob, load_schema, model_schema
+
+
+class StyleChangeRaster(QgsProcessingLayerPostProcessorInterface):
+    """Gives a detection's change raster the schema's colour table when Processing loads it."""
+
+    #: Processing keeps only a C++ pointer to post-processors: hold the Python objects here.
+    _alive: list["StyleChangeRaster"] = []
+
+    def __init__(self, schema) -> None:
+        super().__init__()
+        self.schema = schema
+        StyleChangeRaster._alive = StyleChangeRaster._alive[-15:] + [self]
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
+        if isinstance(layer, QgsRasterLayer) and layer.isValid():
+            layer.setRenderer(L.paletted_renderer(layer, self.schema))
+            layer.triggerRepaint()
 
 
 class EngineAlgorithm(QgsProcessingAlgorithm):
@@ -421,6 +440,9 @@ class DetectChangesAlgorithm(EngineAlgorithm):
             args = self.job.engine_args(str(self.before.path), str(self.after.path), self.extent)
             result = self.run_engine("predict", args, feedback)
             outputs: dict[str, Any] = {"OUTPUT": result.get("raster") or self.job.out_raster}
+            if context.willLoadLayerOnCompletion(self.job.out_raster):
+                schema = model_schema(self.job.model, self.job.preset, self.job.schema_path)
+                context.layerToLoadOnCompletionDetails(self.job.out_raster).setPostProcessor(StyleChangeRaster(schema))
             if self.job.out_vectors:
                 outputs["VECTORS"] = result.get("vectors") or self.job.out_vectors
             return outputs

@@ -155,27 +155,6 @@ def test_failed_setup_step_names_the_command(mt, tmp_path):
     assert env.venv_state(venv, req) == "incomplete"
 
 
-def test_diagnostics_report_from_the_engine(mt, engine_python, qtbot, qgis_app):
-    from qgis.core import Qgis, QgsApplication
-    from qgis.PyQt.QtWidgets import QApplication
-
-    task = mt.tasks.DiagnosticsTask()
-    with qtbot.waitSignal(task.succeeded, timeout=120_000) as blocker:
-        QgsApplication.taskManager().addTask(task)
-    result = blocker.args[0]
-    engine = result["engine"]
-    assert engine["python"].startswith("3.") and "torch" in engine["packages"]
-    assert result["qgis"]["qgis"] == Qgis.QGIS_VERSION
-    text = mt.diagnostics.format_report(result)
-    for needle in (Qgis.QGIS_VERSION, f"torch: {engine['packages']['torch']}", "CUDA available:", f"gdal: {engine['gdal']}",
-                   "transformers:", "[weights and text encoders]", str(engine_python)):
-        assert needle in text
-    dialog = mt.diagnostics.ReportDialog("MaskTalk diagnostics", text)
-    qtbot.addWidget(dialog)
-    dialog.copy_button.click()
-    assert QApplication.clipboard().text() == text
-
-
 def test_diagnostics_report_when_the_engine_is_missing(mt):
     text = mt.diagnostics.format_report({"engine": {"error": "no engine Python found"}, "qgis": {"qgis": "3.22"}, "engine_python": None})
     assert "engine not usable: no engine Python found" in text

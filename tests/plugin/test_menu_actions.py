@@ -30,12 +30,20 @@ def action(plugin, name):
 
 def test_diagnostics_action_shows_a_copyable_report(plugin, engine_python, qtbot):
     from qgis.core import Qgis
+    from qgis.PyQt.QtWidgets import QApplication
 
     action(plugin, "mMaskTalkDiagnostics").trigger()
     qtbot.waitUntil(lambda: plugin.engine_actions.dialog is not None, timeout=120_000)
-    text = plugin.engine_actions.dialog.text.toPlainText()
-    assert text.startswith("MaskTalk diagnostics") and Qgis.QGIS_VERSION in text and "torch:" in text
-    assert str(engine_python) in text
+    dialog = plugin.engine_actions.dialog
+    text = dialog.text.toPlainText()
+    engine = plugin.engine_actions.task.result["engine"]
+    assert engine["python"].startswith("3.") and engine["executable"]
+    for needle in ("MaskTalk diagnostics", Qgis.QGIS_VERSION, f"torch: {engine['packages']['torch']}", "CUDA available:",
+                   f"gdal: {engine['gdal']}", f"transformers: {engine['packages']['transformers']}",
+                   "[weights and text encoders]", f"engine python: {engine_python}"):
+        assert needle in text
+    dialog.copy_button.click()
+    assert QApplication.clipboard().text() == text
 
 
 def test_setup_action_shows_the_plan_and_does_nothing_when_declined(plugin, monkeypatch, tmp_path):

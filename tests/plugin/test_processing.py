@@ -154,7 +154,7 @@ def test_train_with_processing_run(tiny_run):
     assert "metrics:" in tiny_run.log and "-m engine train" in tiny_run.log
 
 
-def test_detect_with_processing_run(tiny_run, demo_scene, tmp_path):
+def test_detect_with_processing_run(tiny_run, demo_scene, tmp_path, project):
     import processing
     from osgeo import gdal
     from qgis.core import QgsVectorLayer
@@ -163,7 +163,8 @@ def test_detect_with_processing_run(tiny_run, demo_scene, tmp_path):
     x0, y1 = ref[0] + 32 * 0.5, ref[3] - 16 * 0.5  # a 64 x 96 m window inside the scene
     extent = f"{x0},{x0 + 64},{y1 - 96},{y1} [EPSG:32636]"
     out, vectors = tmp_path / "changes.tif", tmp_path / "changes.gpkg"
-    results = processing.run("masktalk:detect_changes", {"BEFORE": str(demo_scene.before), "AFTER": str(demo_scene.after),
+    # runAndLoadResults: as the Toolbox does, the outputs are loaded and the change raster styled
+    results = processing.runAndLoadResults("masktalk:detect_changes", {"BEFORE": str(demo_scene.before), "AFTER": str(demo_scene.after),
                                                          "MODEL": str(tiny_run.dir), "EXTENT": extent, "CHIP": 64, "DEVICE": 1,
                                                          "OUTPUT": str(out), "VECTORS": str(vectors)})
     assert results["OUTPUT"] == str(out) and results["VECTORS"] == str(vectors)
@@ -172,3 +173,7 @@ def test_detect_with_processing_run(tiny_run, demo_scene, tmp_path):
     assert ds.GetGeoTransform()[0] == pytest.approx(x0) and ds.GetGeoTransform()[3] == pytest.approx(y1)
     for name in ("changes", "captions"):
         assert QgsVectorLayer(f"{vectors}|layername={name}", name, "ogr").isValid()
+    loaded = [l for l in project.mapLayers().values() if l.source() == str(out)]
+    assert len(loaded) == 1 and loaded[0].renderer().type() == "paletted"
+    card_classes = [c.label for c in loaded[0].renderer().classes()]
+    assert card_classes[1] == "building destroyed"  # names from the model card (gaza preset)
