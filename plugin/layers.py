@@ -168,16 +168,18 @@ class RasterExport:
             # Mask inside the GeoTIFF (GDAL < 3.9 writes a side-car .msk by default); thread-local.
             previous = gdal.GetThreadLocalConfigOption("GDAL_TIFF_INTERNAL_MASK", None)
             gdal.SetThreadLocalConfigOption("GDAL_TIFF_INTERNAL_MASK", "YES")
-            out = gdal.Translate(
-                str(self.path),
-                ds,
-                options=gdal.TranslateOptions(
-                    bandList=bands, maskBand=alpha, creationOptions=["COMPRESS=DEFLATE", "TILED=YES", "BIGTIFF=IF_SAFER"]
-                ),
-            )
-            ok = out is not None
-            out = None
-            gdal.SetThreadLocalConfigOption("GDAL_TIFF_INTERNAL_MASK", previous)
+            try:
+                out = gdal.Translate(
+                    str(self.path),
+                    ds,
+                    options=gdal.TranslateOptions(
+                        bandList=bands, maskBand=alpha, creationOptions=["COMPRESS=DEFLATE", "TILED=YES", "BIGTIFF=IF_SAFER"]
+                    ),
+                )
+                ok = out is not None
+                out = None
+            finally:
+                gdal.SetThreadLocalConfigOption("GDAL_TIFF_INTERNAL_MASK", previous)
             ds = None
             raw.unlink(missing_ok=True)
             if not ok:

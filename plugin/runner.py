@@ -26,7 +26,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -472,8 +471,3 @@ def _parse(line: str) -> dict | None:
 def run_engine(command: str, args: Sequence[str] = (), **kwargs: Any) -> dict:
     """One-shot helper: ``EngineRunner().run(command, args, **kwargs)``."""
     return EngineRunner().run(command, args, **kwargs)
-
-
-if __name__ == "__main__":  # pragma: no cover - manual check: python -m plugin.runner info --json
-    logging.basicConfig(level=logging.INFO)
-    print(json.dumps(EngineRunner(python=sys.executable).run(sys.argv[1], sys.argv[2:]), indent=2))

@@ -91,11 +91,16 @@ class EngineTask(QgsTask):
         self.temp = L.TempFolder()
         self._exports: list[L.PreparedRaster] = []
         self._new_outputs: list[Path] = []
+        self._had_exports = False
         try:
             self.prepare()
         except BaseException:
             self.temp.cleanup()
             raise
+        try:  # resolve the engine Python here, on the main thread (settings); errors surface in run()
+            self.runner.python
+        except EnvironmentProblem:
+            pass
 
     # -- to implement ------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -142,8 +147,6 @@ class EngineTask(QgsTask):
         return self.runner.run(command, args, on_progress=on_progress, on_log=on_log, on_event=on_event, is_cancelled=self.isCanceled)
 
     # -- QgsTask API ---------------------------------------------------------------------------
-    _had_exports = False
-
     def run(self) -> bool:  # worker thread
         started = time.monotonic()
         try:
@@ -406,10 +409,14 @@ class DiagnosticsTask(EngineTask):
         from .diagnostics import qgis_info
 
         qgis = qgis_info()
+        python = None
         try:
+            python = self.runner.python
             engine = self.engine("info", ["--json"])
         except EngineCancelled:
             raise
+        except EnvironmentProblem as exc:
+            engine = {"error": str(exc)}
         except EngineError as exc:
             engine = {"error": exc.details()}
-        return {"engine": engine, "qgis": qgis, "engine_python": self.runner.python}
+        return {"engine": engine, "qgis": qgis, "engine_python": python}

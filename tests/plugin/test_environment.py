@@ -200,3 +200,14 @@ def test_job_settings_become_engine_arguments(mt):
     assert det.engine_args("b.tif", "a.tif", (1.0, 2.0, 3.5, 4.0)) == [
         "--before", "b.tif", "--after", "a.tif", "--model", "/run", "--out", "o.tif", "--vectors", "o.gpkg",
         "--overlap", "32", "--device", "auto", "--extent", "1.0,2.0,3.5,4.0"]
+
+
+def test_diagnostics_task_reports_a_missing_engine(mt, tmp_path, monkeypatch, qtbot, qgis_app):
+    from qgis.core import QgsApplication
+
+    monkeypatch.setenv(mt.environment.ENV_VAR, str(tmp_path / "no-python"))
+    task = mt.tasks.DiagnosticsTask()
+    with qtbot.waitSignal(task.succeeded, timeout=30_000) as blocker:
+        QgsApplication.taskManager().addTask(task)
+    text = mt.diagnostics.format_report(blocker.args[0])
+    assert "engine not usable" in text and str(tmp_path / "no-python") in text and "qgis_python" in text
