@@ -96,10 +96,13 @@ class TrainConfig(JobConfig):
         text_weights: local weights of the text encoder.
         stage1_epochs, stage2_epochs: epochs per stage (0 skips a stage).
         chip: chip side in pixels (a multiple of the backbone's, 32 for EfficientNet, 16 for DINOv3).
-        stride: step between training chips in pixels (None = ``chip // 2``).
+        stride: step between training chips in pixels (None = ``chip``, no overlap).
         val_fraction: share of the labelled area (or images) kept for validation.
         batch_size: chips per step and process.
-        lr, weight_decay: AdamW (paper: 1e-4, 0.05).
+        lr, weight_decay: AdamW (paper: 1e-4, 0.05); ``lr`` is the backbone's rate.
+        head_lr_scale: the newly initialised parts (fusion, decoder, head, text modules)
+            train at ``lr * head_lr_scale``; 10 learns in a few CPU epochs, the paper uses one
+            rate for the whole network (1).
         lora_rank: LoRA rank on the backbone's attention (0 = full fine-tuning; DINOv3 only).
         freeze_backbone: keep the backbone's weights fixed (LoRA adapters still train).
         alpha, beta, gamma: focal/dice/lovasz weights (0.4/0.3/0.3).
@@ -138,6 +141,7 @@ class TrainConfig(JobConfig):
     val_fraction: float = 0.2
     batch_size: int = 4
     lr: float = 1e-4
+    head_lr_scale: float = 10.0
     weight_decay: float = 0.05
     lora_rank: int = 0
     freeze_backbone: bool = False
@@ -163,7 +167,7 @@ class TrainConfig(JobConfig):
             check_positive(name, getattr(self, name), allow_zero=True)
         if self.stage1_epochs + self.stage2_epochs == 0:
             raise InputError("stage1_epochs and stage2_epochs are both 0: nothing to train")
-        for name in ("chip", "batch_size", "lr", "tau"):
+        for name in ("chip", "batch_size", "lr", "tau", "head_lr_scale"):
             check_positive(name, getattr(self, name))
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         if self.stride is not None:
@@ -299,7 +303,7 @@ def load_data(config: TrainConfig, schema, bands: int | None = None):
     from .schema import parse_label_map
 
     lmap = parse_label_map(config.label_map)
-    stride = config.stride or max(config.chip // 2, 1)
+    stride = config.stride or config.chip
     if config.dataset:
         return load_folder(config.dataset, schema, label_map=lmap, bands=bands, chip=config.chip, stride=stride,
                            val_fraction=config.val_fraction, seed=config.seed)
@@ -401,17 +405,20 @@ class _Trainer:
             self.model, self.schema, self.mean, self.std, cfg.chip, stage=stage,
             text_encoder=cfg.text_encoder if stage == 2 else None, extra=extra)
 
-    def _trainable(self, stage: int):
-        """Parameters trained in ``stage``: text modules only in stage 2."""
+    def _trainable(self, stage: int) -> list[dict]:
+        """AdamW parameter groups of ``stage`` (text modules train only in stage 2): the
+        backbone at ``lr``, the newly initialised parts (fusion, decoder, head, text
+        modules) at ``lr * head_lr_scale``."""
         from .models.change import is_text_key
 
-        params = []
+        backbone, rest = [], []
         for key, p in self.model.named_parameters():
             if is_text_key(key):
                 p.requires_grad_(stage == 2)
             if p.requires_grad:
-                params.append(p)
-        return params
+                (backbone if key.startswith("backbone.") else rest).append(p)
+        groups = [{"params": backbone, "lr_scale": 1.0}, {"params": rest, "lr_scale": float(self.config.head_lr_scale)}]
+        return [g for g in groups if g["params"]]
 
     # -- state -------------------------------------------------------------------------
     def _save_last(self, optimizer, scaler, state: dict) -> None:
@@ -466,11 +473,12 @@ class _Trainer:
 
         ep = [h["epoch"] for h in history]
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-        a1.plot(ep, [h["loss"] for h in history], "o-", label="train loss")
-        if any(h.get("cot") for h in history):
-            a1.plot(ep, [h.get("cot", 0) for h in history], "s--", label="contrastive")
+        a1.plot(ep, [h["loss"] for h in history], "o-", label="total")
+        a1.plot(ep, [h["seg"] for h in history], ".-", label="segmentation")
+        if any(h["stage"] == 2 for h in history):
+            a1.plot(ep, [h["cot"] if h["stage"] == 2 else float("nan") for h in history], "s--", label="contrastive")
         a1.set_xlabel("epoch")
-        a1.set_title("training loss")
+        a1.set_title("training loss (stage 2 total = seg + lambda * contrastive)")
         a1.legend()
         for key in ("SeK", "Fscd", "mIoU", "F1"):
             a2.plot(ep, [h.get(key) if h.get(key) is not None else float("nan") for h in history], "o-", label=key)
@@ -596,7 +604,7 @@ class _Trainer:
                     self.progress.log("stage 2: text-guided alignment with the contrastive loss")
             lr = _cosine(cfg.lr, e, n_stage)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
             torch.manual_seed(cfg.seed * 1_000_003 + g)
             train_ds.set_epoch(g)
             sampler.set_epoch(g)
@@ -672,3 +680,33 @@ class _Trainer:
             "train_chips": len(chips.train),
             "val_chips": len(chips.val),
         }
+
+
+# ----------------------------------------------------------------------------- demo
+
+#: Settings of the demo's training step: a few minutes on 2 CPU cores for the 1024-px scene.
+DEMO_SETTINGS = dict(chip=256, stage1_epochs=6, stage2_epochs=2, batch_size=4)
+
+
+def train_demo(scene: Any, out: str | os.PathLike, progress: BaseProgress | None = None, seed: int = 0, **overrides: Any) -> dict[str, Any]:
+    """Train on the demo scene (:func:`engine.scene.make_demo_scene`) into ``out``.
+
+    A previous run in ``out`` is replaced (the demo folder is the demo's own).
+
+    Args:
+        scene: a ``DemoScene`` (``before``, ``after``, ``labels``, ``aoi``, ``schema``).
+        out: run folder.
+        progress: reporter.
+        seed: seed of the split and training.
+        **overrides: any :class:`TrainConfig` field (e.g. ``stage1_epochs``).
+
+    Returns:
+        :func:`train`'s result.
+    """
+    out = Path(out)
+    if out.exists() and (out / "config.json").is_file():
+        shutil.rmtree(out)
+    settings = {**DEMO_SETTINGS, **overrides}
+    config = TrainConfig(out=str(out), before=str(scene.before), after=str(scene.after), labels=str(scene.labels),
+                         aoi=str(scene.aoi) if getattr(scene, "aoi", None) else None, preset=scene.schema, seed=seed, **settings)
+    return train(config, progress)

@@ -20,7 +20,7 @@ def configure(parser) -> None:
     data.add_argument("--schema", help="class schema JSON file (wins over --preset)")
     data.add_argument("--label-map", help="raw label value -> class id, e.g. 255:1 for LEVIR-CD / WHU-CD")
     data.add_argument("--chip", type=int, default=256, help="chip side in pixels (default 256; multiple of 32 for EfficientNet, 16 for DINOv3)")
-    data.add_argument("--stride", type=int, help="step between training chips (default: chip/2)")
+    data.add_argument("--stride", type=int, help="step between training chips (default: the chip size, no overlap)")
     data.add_argument("--val-fraction", type=float, default=0.2, help="share of the labelled area kept for validation (default 0.2)")
 
     model = parser.add_argument_group("model")
@@ -36,6 +36,8 @@ def configure(parser) -> None:
     opt.add_argument("--stage2-epochs", type=int, default=4, help="epochs of stage 2, with captions and the contrastive loss (default 4)")
     opt.add_argument("--batch-size", type=int, default=4, help="chips per step and process (default 4)")
     opt.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
+    opt.add_argument("--head-lr-scale", type=float, default=10.0, help="learning-rate multiplier of the newly initialised decoder, "
+                     "head and text modules (default 10; the paper: 1)")
     opt.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default 0.05)")
     opt.add_argument("--lam", type=float, default=0.5, help="weight of the contrastive loss in stage 2 (default 0.5)")
     opt.add_argument("--tau", type=float, default=0.7, help="InfoNCE temperature (default 0.7)")
@@ -46,7 +48,8 @@ def configure(parser) -> None:
     opt.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
 
     parser.add_argument("--out", required=True, help="run folder (best/, last/, metrics.jsonl, metrics.png, config.json)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint, with the settings "
+                        "saved in its config.json (only --device and --workers may change)")
 
 
 def run(args, progress) -> dict:
@@ -76,6 +79,7 @@ def run(args, progress) -> dict:
         val_fraction=args.val_fraction,
         batch_size=args.batch_size,
         lr=args.lr,
+        head_lr_scale=args.head_lr_scale,
         weight_decay=args.weight_decay,
         lora_rank=args.lora_rank,
         freeze_backbone=args.freeze_backbone,

@@ -48,7 +48,7 @@ def make_scene(root: Path, size: int = 128, seed: int = 0, value=1) -> dict:
 
 def tiny(scene: dict, out: Path, **kw) -> TrainConfig:
     base = dict(out=str(out), preset="building", backbone="efficientnet_lite0", decoder_channels=(16, 16, 16, 16), chip=64,
-                stride=32, val_fraction=0.25, batch_size=4, stage1_epochs=2, stage2_epochs=0, lr=1e-2, **scene)
+                stride=32, val_fraction=0.25, batch_size=4, stage1_epochs=2, stage2_epochs=0, lr=1e-3, **scene)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -98,7 +98,7 @@ def _weights(folder: Path) -> dict:
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     scene = make_scene(tmp_path / "scene", size=128, seed=3)
-    kw = dict(stage1_epochs=2, stage2_epochs=1, lr=1e-3)
+    kw = dict(stage1_epochs=2, stage2_epochs=1, lr=1e-4)
     train(tiny(scene, tmp_path / "a", **kw))
 
     def cancel_after_first_epoch():
@@ -230,3 +230,17 @@ def test_cli_bad_input_exit_code_and_existing_run(tmp_path):
     (tmp_path / "run2" / "config.json").write_text("{}")
     with pytest.raises(InputError, match="already holds a run; use --resume"):
         train(TrainConfig(out=str(tmp_path / "run2"), **scene))
+
+
+def test_train_demo_on_the_demo_scene(tmp_path):
+    from engine.scene import make_demo_scene
+    from engine.train import train_demo
+
+    scene = make_demo_scene(tmp_path / "scene", size=128, seed=0)
+    result = train_demo(scene, tmp_path / "run", stage1_epochs=1, stage2_epochs=0, chip=64)
+    assert result["epochs"] == 1 and (tmp_path / "run" / "best" / "card.json").is_file()
+    card = json.loads((tmp_path / "run" / "best" / "card.json").read_text())
+    assert card["schema"]["name"] == "gaza" and card["num_classes"] == 7
+    # a re-run of the demo replaces its run
+    again = train_demo(scene, tmp_path / "run", stage1_epochs=1, stage2_epochs=0, chip=64)
+    assert again["best_metrics"] == result["best_metrics"]  # same seed, same result
