@@ -244,3 +244,18 @@ def test_train_demo_on_the_demo_scene(tmp_path):
     # a re-run of the demo replaces its run
     again = train_demo(scene, tmp_path / "run", stage1_epochs=1, stage2_epochs=0, chip=64)
     assert again["best_metrics"] == result["best_metrics"]  # same seed, same result
+
+
+def test_tiny_dinov3_with_lora_trains_and_reloads(tmp_path):
+    from engine.checkpoint import load_checkpoint
+
+    scene = make_scene(tmp_path / "scene", size=128)
+    tiny_vit = {"config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}}
+    cfg = tiny(scene, tmp_path / "run", backbone="dinov3_vits16", weights="random", backbone_options=tiny_vit,
+               lora_rank=2, stage1_epochs=1, stage2_epochs=1)
+    result = train(cfg)
+    assert result["epochs"] == 2
+    model, card = load_checkpoint(tmp_path / "run" / "last")
+    assert card.lora_rank == 2 and card.stage == 2 and card.backbone_config["config"]["hidden_size"] == 32
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["lora_rank"] == 2 and saved["backbone_options"] == tiny_vit
