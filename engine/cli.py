@@ -22,6 +22,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 import traceback
 from typing import Sequence
@@ -83,9 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    progress = make_progress(args.progress)
+    # Under torchrun every rank runs this; only rank 0 talks to the user (the jobs
+    # reduce their results onto rank 0), the others report nothing.
+    rank = int(os.environ.get("RANK", "0") or 0)
+    progress = make_progress(args.progress if rank == 0 else "none")
     install_signal_handlers()
-    jsonl = args.progress == "jsonl"
+    jsonl = args.progress == "jsonl" and rank == 0
     if jsonl:
         progress.event("start", command=args.command, version=__version__)
     try:
@@ -118,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress.close()
     if jsonl:
         progress.event("done", result=result if result is not None else {})
-    elif getattr(args, "json", False) and result is not None:
+    elif rank == 0 and getattr(args, "json", False) and result is not None:
         payload = result.get("json", result) if isinstance(result, dict) else result
         print(json.dumps(payload, indent=2, ensure_ascii=False))
     return 0

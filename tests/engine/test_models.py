@@ -265,3 +265,17 @@ def test_lora_needs_attention():
         apply_lora(model, 4)
     with pytest.raises(InputError):
         apply_lora(S2MChangeModel(tiny_vit(3), 2), 0)
+
+
+def test_head_starts_with_the_no_change_prior():
+    """A fresh model predicts *no change* with probability NO_CHANGE_PRIOR at the head's bias."""
+    import torch
+
+    from engine.models.change import NO_CHANGE_PRIOR, S2MChangeModel
+    from engine.models.registry import create_backbone
+
+    for k in (2, 7):
+        model = S2MChangeModel(create_backbone("efficientnet_lite0", weights="random"), num_classes=k)
+        probs = torch.softmax(model.head.bias.detach(), dim=0)
+        assert abs(float(probs[0]) - NO_CHANGE_PRIOR) < 1e-6
+        assert torch.allclose(probs[1:], torch.full((k - 1,), (1 - NO_CHANGE_PRIOR) / (k - 1)))
