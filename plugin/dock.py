@@ -13,8 +13,10 @@ device ...) or in the project (its layers, its classes, its model).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +26,7 @@ from qgis.core import (
     QgsMapLayerProxyModel,
     QgsMessageLog,
     QgsProject,
+    QgsReferencedRectangle,
     QgsSettings,
 )
 from qgis.gui import QgsCollapsibleGroupBox, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
@@ -54,13 +57,16 @@ from qgis.PyQt.QtWidgets import (
 
 from ..engine.errors import InputError
 from ..engine.schema import ClassSchema, load_preset, load_schema, preset_names
-from .dock_widgets import ClassTableModel, RunInfo, create_label_layer, scan_runs
+from .dock_widgets import ClassTableModel, create_label_layer, scan_runs
+from .layers import LayerProblem
+from .settings import PROJECT_SCOPE, CaptionJob, DetectJob, PluginSettings, ProjectSettings, TrainJob
+from .styles import style_captions_layer
+from .tasks import CaptionTask, DetectTask, DiagnosticsTask, TrainTask
 
 log = logging.getLogger("masktalk.dock")
 
 LOG_TAG = "MaskTalk"
 SETTINGS_PREFIX = "MaskTalk/dock/"
-PROJECT_SCOPE = "MaskTalk"
 BACKBONES = ("efficientnet_lite0", "dinov3_vits16", "dinov3_vitb16", "dinov3_vitl16")
 TEXT_ENCODERS = ("minilm", "clip")
 DEVICES = (("auto", "Automatic (CUDA when usable)"), ("cuda", "GPU (CUDA)"), ("cpu", "CPU"))
@@ -111,16 +117,29 @@ class RunControls(QWidget):
         self.cancel.setEnabled(on)
         self.progress.setVisible(on)
         if on:
-            self.progress.setValue(0)
-            self.progress.setFormat("starting…")
+            self._message = "starting…"
+            self.status.setText("")
+            self.set_progress(0.0)
 
-    def set_progress(self, fraction: float | None, message: str = "") -> None:
+    def set_progress(self, fraction: float | None, message: str | None = None) -> None:
+        if message is not None:
+            self._message = message
         if fraction is None:
             self.progress.setRange(0, 0)
         else:
             self.progress.setRange(0, 1000)
             self.progress.setValue(int(max(0.0, min(1.0, fraction)) * 1000))
-        self.progress.setFormat((message[:60] + " %p%") if message else "%p%")
+        text = getattr(self, "_message", "")
+        self.progress.setFormat((text[:60] + "  %p%") if text else "%p%")
+
+    # Slots for the task's signals. They are methods of this QWidget, so signals emitted
+    # from the task's worker thread are queued to the main thread.
+    def on_progress_percent(self, percent: float) -> None:
+        self.set_progress(percent / 100.0)
+
+    def on_message(self, message: str) -> None:
+        self._message = message
+        self.progress.setFormat((message[:60] + "  %p%") if message else "%p%")
 
 
 class MaskTalkDock(QDockWidget):
@@ -143,13 +162,16 @@ class MaskTalkDock(QDockWidget):
         self.diagnostics: dict | None = None
         self.last_results: dict[str, Any] = {}
         self.last_captions: list[str] = []
-        self._restoring = False
+        self._restoring = True  # no project changes while the dock is being built
+        self._snapshot: dict[str, str] = {}
+        #: Schema file written for a custom (edited) class table; see :meth:`schema_args`.
+        self.schema_path = ""
         #: Returns a path for a new label GeoPackage, or "" when the user cancels.
         #: Replaced in tests; the default asks with a file dialog.
         self.ask_label_path: Callable[[str], str] = self._ask_label_path
         self._build()
         self._connect()
-        self.restore_settings()
+        self.restore_settings()  # ends the "restoring" state
         self.update_buttons()
         self.project.readProject.connect(self._on_project_read)
         self.project.writeProject.connect(self._on_project_write)
@@ -224,6 +246,7 @@ class MaskTalkDock(QDockWidget):
             self.preset_combo.addItem(name, name)
         self.preset_combo.addItem("custom (edited)", CUSTOM)
         self.class_model = ClassTableModel(load_preset(self._default_preset()), self)
+        self.preset_combo.setCurrentIndex(self.preset_combo.findData(self._default_preset()))
         self.class_table = QTableView()
         self.class_table.setObjectName("MaskTalkClassTable")
         self.class_table.setModel(self.class_model)
@@ -368,6 +391,7 @@ class MaskTalkDock(QDockWidget):
     # ===================================================================== signals/state
     def _connect(self) -> None:
         self.label_combo.layerChanged.connect(self.class_field_combo.setLayer)
+        self.label_combo.layerChanged.connect(self._watch_label_layer)
         for combo in (self.before_combo, self.after_combo, self.label_combo, self.aoi_combo):
             combo.layerChanged.connect(self._on_inputs_changed)
         self.class_field_combo.fieldChanged.connect(self._on_inputs_changed)
@@ -451,7 +475,7 @@ class MaskTalkDock(QDockWidget):
             out.append(f"the running {kind} task to finish")
         return out
 
-    def update_buttons(self) -> None:
+    def update_buttons(self, *_) -> None:
         for kind, controls, tip in (
             ("caption", self.caption_run, "Caption the label polygons with S2M sentences"),
             ("train", self.train_run, "Train a change model on the labels (two stages)"),
@@ -462,6 +486,21 @@ class MaskTalkDock(QDockWidget):
             missing = self.missing(kind)
             controls.button.setEnabled(not missing)
             controls.button.setToolTip(tip if not missing else "Missing: " + "; ".join(missing))
+
+    def _watch_label_layer(self, layer) -> None:
+        """Follow the label layer's edits: the buttons depend on it having polygons."""
+        old = getattr(self, "_watched_labels", None)
+        signals = ("featureAdded", "featureDeleted", "afterCommitChanges", "afterRollBack", "dataChanged")
+        if old is not None:
+            for name in signals:
+                try:
+                    getattr(old, name).disconnect(self.update_buttons)
+                except (TypeError, RuntimeError):
+                    pass
+        self._watched_labels = layer
+        if layer is not None:
+            for name in signals:
+                getattr(layer, name).connect(self.update_buttons)
 
     def _on_inputs_changed(self, *_):
         self.update_buttons()
@@ -624,29 +663,275 @@ class MaskTalkDock(QDockWidget):
             self.set_model(str(self._runs[rows[0].row()].path))
 
     # ============================================================================ tasks
+    def schema_kwargs(self) -> dict[str, str]:
+        """``preset``/``schema_path`` of a job: the preset's name while the table is an
+        unedited preset, else the table written to a schema file (by content hash, so the
+        same classes give the same file)."""
+        schema = self.schema()
+        name = self.preset_combo.currentData()
+        if name and name != CUSTOM and load_preset(name).to_dict() == schema.to_dict():
+            self.schema_path = ""
+            return {"preset": name, "schema_path": ""}
+        text = schema.to_json()
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
+        folder = Path(QgsApplication.qgisSettingsDirPath()) / "masktalk" / "schemas"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{schema.name}-{digest}.json"
+        if not path.is_file():
+            path.write_text(text, encoding="utf-8")
+        self.schema_path = str(path)
+        return {"preset": "", "schema_path": str(path)}
+
+    def caption_job(self) -> CaptionJob:
+        """The Captions section as a job (raises InputError when the classes are invalid)."""
+        return CaptionJob(
+            labels=self.label_combo.currentLayer(),
+            class_field=self.class_field_combo.currentField(),
+            reference=self.before_combo.currentLayer(),
+            chip=self.chip_spin.value(),
+            seed=0,
+            add_layer=True,
+            **self.schema_kwargs(),
+        )
+
+    def new_run_dir(self) -> Path:
+        """A fresh folder name under the runs folder (the run name, made unique)."""
+        root = Path(self.runs_widget.filePath())
+        base = self.run_name_edit.text().strip() or datetime.now().strftime("run-%Y%m%d-%H%M%S")
+        base = "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in base).strip() or "run"
+        candidate, n = root / base, 2
+        while candidate.exists():
+            candidate, n = root / f"{base}-{n}", n + 1
+        return candidate
+
+    def train_job(self) -> TrainJob:
+        """The Train section as a job, with a new run folder."""
+        weights = self.weights_widget.filePath().strip()
+        return TrainJob(
+            before=self.before_combo.currentLayer(),
+            after=self.after_combo.currentLayer(),
+            labels=self.label_combo.currentLayer(),
+            out_dir=str(self.new_run_dir()),
+            class_field=self.class_field_combo.currentField(),
+            aoi=self.aoi_combo.currentLayer(),
+            backbone=self.backbone_combo.currentData(),
+            weights=weights or None,
+            text_encoder=self.text_combo.currentText().strip() or None,
+            stage1_epochs=self.stage1_spin.value(),
+            stage2_epochs=self.stage2_spin.value(),
+            chip=self.chip_spin.value(),
+            batch_size=self.batch_spin.value(),
+            lora_rank=self.lora_spin.value(),
+            device=str(self.device_combo.currentData() or "auto"),
+            **self.schema_kwargs(),
+        )
+
+    def detect_extent(self) -> QgsReferencedRectangle | None:
+        """The extent chosen in Detect: None (whole before layer), the canvas, or the AOI
+        layer's features (the selected ones when there is a selection)."""
+        choice = self.extent_combo.currentData()
+        if choice == "canvas":
+            canvas = self.iface.mapCanvas()
+            return QgsReferencedRectangle(canvas.extent(), canvas.mapSettings().destinationCrs())
+        if choice == "aoi":
+            aoi = self.aoi_combo.currentLayer()
+            if aoi is None:
+                return None
+            rect = aoi.boundingBoxOfSelected() if aoi.selectedFeatureCount() else aoi.extent()
+            return QgsReferencedRectangle(rect, aoi.crs())
+        return None
+
+    def detect_job(self) -> DetectJob:
+        model = Path(self.selected_model())
+        run = model.parent if model.name in ("best", "last") else model
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = run / "detections"
+        out.mkdir(parents=True, exist_ok=True)
+        return DetectJob(
+            before=self.before_combo.currentLayer(),
+            after=self.after_combo.currentLayer(),
+            model=str(model),
+            out_raster=str(out / f"changes-{stamp}.tif"),
+            out_vectors=str(out / f"changes-{stamp}.gpkg"),
+            device=str(self.device_combo.currentData() or "auto"),
+            extent=self.detect_extent(),
+            add_layers=True,
+            group_name=f"MaskTalk {run.name} {stamp}",
+            **self.schema_kwargs(),
+        )
+
     def start_caption(self):
-        raise NotImplementedError
+        """Caption the label polygons (background task); adds a ``captions`` layer."""
+        self._start("caption", CaptionTask, self.caption_job, self.caption_run)
 
     def start_train(self):
-        raise NotImplementedError
+        """Train a model on the labels (background task); the run joins the model list."""
+        self.loss_label.setText("")
+        self.metrics_label.setText("")
+        task = self._start("train", TrainTask, self.train_job, self.train_run)
+        if task is not None:
+            task.metrics.connect(self._on_train_metrics)
+            self.train_run.status.setText(f"run folder: {task.job.out_dir}")
 
     def start_detect(self):
-        raise NotImplementedError
+        """Detect changes with the chosen model (background task); adds a layer group."""
+        self._start("detect", DetectTask, self.detect_job, self.detect_run)
+
+    def _start(self, kind: str, task_class, make_job, controls: RunControls):
+        missing = self.missing(kind)
+        if missing:
+            self.warning(f"cannot {kind} yet; missing: " + "; ".join(missing))
+            return None
+        try:
+            job = make_job()
+            task = task_class(job, project=self.project, on_finished=self._task_done)
+        except (InputError, LayerProblem, ValueError, OSError) as exc:
+            self.error(f"{kind}: {exc}")
+            return None
+        task.masktalk_kind = kind
+        task.progressChanged.connect(controls.on_progress_percent)
+        task.progressMessage.connect(controls.on_message)
+        task.succeeded.connect(getattr(self, f"_on_{kind}_result"))
+        task.failed.connect(self._on_task_failed)
+        task.wasCancelled.connect(self._on_task_cancelled)
+        self.tasks[kind] = task
+        controls.running(True)
+        QgsMessageLog.logMessage(f"{task.description()} started", LOG_TAG, Qgis.Info)
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def _controls(self, kind: str) -> RunControls | None:
+        return {"caption": self.caption_run, "train": self.train_run, "detect": self.detect_run}.get(kind)
+
+    def _task_done(self, task) -> None:
+        """Main thread, from the task's ``finished()`` after its result signals."""
+        kind = getattr(task, "masktalk_kind", "")
+        if self.tasks.get(kind) is task:
+            del self.tasks[kind]
+        controls = self._controls(kind)
+        ok = task.result is not None and task.error is None
+        if controls is not None:
+            controls.running(False)
+            controls.progress.setVisible(False)
+            if ok:
+                controls.status.setText(controls.status.text() or f"{kind} finished in {task.seconds:.0f} s")
+        if kind == "train":
+            self.refresh_models()
+        self.update_buttons()
+        self.taskFinished.emit(kind, ok)
+
+    def _on_task_failed(self, message: str, details: str) -> None:
+        task = self.sender()
+        kind = getattr(task, "masktalk_kind", "task")
+        self.error(f"{kind} failed: {message}", details)
+        controls = self._controls(kind)
+        if controls is not None:
+            controls.status.setText(f"failed: {message}")
+
+    def _on_task_cancelled(self) -> None:
+        task = self.sender()
+        kind = getattr(task, "masktalk_kind", "task")
+        note = " (the last checkpoint is kept in the run folder)" if kind == "train" else ""
+        self.info(f"{kind} cancelled{note}")
+        controls = self._controls(kind)
+        if controls is not None:
+            controls.status.setText(f"cancelled{note}")
+
+    def _on_caption_result(self, result: dict) -> None:
+        chips = result.get("json") or []
+        sentences = [s for chip in chips for s in chip.get("sentences") or []]
+        self.last_captions = sentences
+        shown = sentences[:8]
+        more = f"\n… and {len(sentences) - len(shown)} more in the captions layer" if len(sentences) > len(shown) else ""
+        self.caption_text.setPlainText("\n".join(shown) + more if shown else "No change class in the labelled area.")
+        for layer in self._added_layers():
+            style_captions_layer(layer)
+        self.caption_run.status.setText(f"{len(chips)} chip(s), {len(sentences)} sentence(s)")
+        self.success(f"captions ready: {len(sentences)} sentence(s) in {len(chips)} chip(s)")
+
+    def _on_train_result(self, result: dict) -> None:
+        run = result.get("run_dir", "")
+        scores = result.get("best_metrics") or {}
+        text = "  ".join(f"{k} {v:.3f}" for k, v in scores.items() if k in ("SeK", "Fscd", "mIoU", "F1") and isinstance(v, (int, float)))
+        self.train_run.status.setText(f"model saved in {run}" + (f" — best {text}" if text else ""))
+        self.refresh_models()
+        if run:
+            self.set_model(run)
+        self.success(f"training finished: {Path(run).name}" + (f" ({text})" if text else ""))
+
+    def _on_detect_result(self, result: dict) -> None:
+        for layer in self._added_layers():
+            if layer.name() == "captions":
+                style_captions_layer(layer)
+        pixels = result.get("pixels_changed")
+        self.detect_run.status.setText(f"{pixels} changed pixel(s)" if pixels is not None else "done")
+        self.success("changes detected" + (f": {pixels} changed pixel(s)" if pixels is not None else ""))
+
+    def _added_layers(self) -> list:
+        task = self.sender()
+        return list(getattr(task, "added_layers", []) or [])
+
+    def _on_train_metrics(self, values: dict) -> None:
+        epoch, stage = values.get("epoch"), values.get("stage")
+        loss = values.get("loss")
+        if isinstance(loss, (int, float)):
+            self.loss_label.setText(f"{loss:.4f} (epoch {epoch}, stage {stage})")
+        shown = [f"{k} {values[k]:.3f}" for k in ("SeK", "Fscd", "mIoU", "F1", "OA") if isinstance(values.get(k), (int, float))]
+        self.metrics_label.setText("  ".join(shown))
 
     def cancel(self, kind: str) -> None:
+        """Ask a running task to stop (the engine gets a polite stop, then is killed)."""
         task = self.tasks.get(kind)
         if task is not None:
+            controls = self._controls(kind)
+            if controls is not None:
+                controls.status.setText("cancelling…")
+                controls.cancel.setEnabled(False)
             task.cancel()
 
     def request_diagnostics(self) -> None:
-        """Ask the engine (in the background) which devices and weights it has."""
+        """Ask the engine (in a background task, never blocking) which devices and weights it has."""
+        if "info" in self.tasks:
+            return
+        try:
+            task = DiagnosticsTask(project=self.project, on_finished=self._diagnostics_done)
+        except Exception as exc:  # noqa: BLE001 - diagnostics must never break the dock
+            self.device_label.setText(f"engine not available: {exc}")
+            return
+        task.succeeded.connect(self._on_diagnostics)
+        self.tasks["info"] = task
+        self._show_device()
+        QgsApplication.taskManager().addTask(task)
+
+    def _diagnostics_done(self, task) -> None:
+        if self.tasks.get("info") is task:
+            del self.tasks["info"]
+        if self.diagnostics is None:
+            self.diagnostics = {}
+        self._show_device()
+
+    def _on_diagnostics(self, result: dict) -> None:
+        engine = result.get("engine") or {}
+        self.diagnostics = engine if isinstance(engine, dict) else {}
+        weights = (self.diagnostics.get("weights") or {}).get("backbones") or {}
+        for i in range(self.backbone_combo.count()):
+            name = self.backbone_combo.itemData(i)
+            found = (weights.get(name) or {}).get("available")
+            if found is None:
+                text = name
+            else:
+                text = f"{name} ({'weights found' if found else 'no weights found'})"
+            self.backbone_combo.setItemText(i, text)
+        self.diagnosticsReady.emit(self.diagnostics)
 
     def _show_device(self, *_):
         info = self.diagnostics or {}
         cuda = info.get("cuda") or {}
         devices = cuda.get("devices") or []
-        if not info:
-            text = "asking the engine…" if "info" in self.tasks else "engine not asked yet"
+        if info.get("error"):
+            text = "engine not usable: " + str(info["error"]).splitlines()[0]
+        elif not info:
+            text = "asking the engine…" if "info" in self.tasks else "engine not asked yet (shown when the dock opens)"
         elif cuda.get("available") and devices:
             d = devices[0]
             text = f"GPU: {d.get('name')} ({d.get('memory_gb')} GB), CUDA {cuda.get('version')}"
@@ -687,7 +972,9 @@ class MaskTalkDock(QDockWidget):
         s.setValue(SETTINGS_PREFIX + "backbone", self.backbone_combo.currentData())
         s.setValue(SETTINGS_PREFIX + "weights", self.weights_widget.filePath())
         s.setValue(SETTINGS_PREFIX + "text_encoder", self.text_combo.currentText())
-        s.setValue(SETTINGS_PREFIX + "device", self.device_combo.currentData())
+        plugin = PluginSettings.load()
+        plugin.device = str(self.device_combo.currentData() or "auto")
+        plugin.save()
         for key, spin in self._spins().items():
             s.setValue(SETTINGS_PREFIX + key, spin.value())
         s.setValue(SETTINGS_PREFIX + "runs", self.runs_widget.filePath())
@@ -696,19 +983,44 @@ class MaskTalkDock(QDockWidget):
         return {"stage1_epochs": self.stage1_spin, "stage2_epochs": self.stage2_spin, "chip": self.chip_spin,
                 "batch": self.batch_spin, "lora_rank": self.lora_spin}
 
-    def _save_project_settings(self, *_):
-        if self._restoring:
-            return
-        p, scope = self.project, PROJECT_SCOPE
-        for key, combo in (("before", self.before_combo), ("after", self.after_combo), ("labels", self.label_combo),
-                           ("aoi", self.aoi_combo)):
+    def project_settings(self) -> ProjectSettings:
+        """The analysis's choices as the project settings dataclass (see :mod:`.settings`)."""
+        def layer_id(combo):
             layer = combo.currentLayer()
-            p.writeEntry(scope, key, layer.id() if layer is not None else "")
-        p.writeEntry(scope, "class_field", self.class_field_combo.currentField())
-        p.writeEntry(scope, "schema", json.dumps(self.class_model.schema_dict()))
-        p.writeEntry(scope, "preset", str(self.preset_combo.currentData() or ""))
-        p.writeEntry(scope, "model", self.selected_model())
-        p.writeEntry(scope, "extent", str(self.extent_combo.currentData() or "layer"))
+            return layer.id() if layer is not None else ""
+
+        preset = str(self.preset_combo.currentData() or "")
+        return ProjectSettings(
+            preset=preset if preset != CUSTOM else "",
+            schema_path=self.schema_path if preset == CUSTOM else "",
+            before_layer=layer_id(self.before_combo),
+            after_layer=layer_id(self.after_combo),
+            labels_layer=layer_id(self.label_combo),
+            aoi_layer=layer_id(self.aoi_combo),
+            class_field=self.class_field_combo.currentField(),
+            model=self.selected_model(),
+            output_dir=self.runs_widget.filePath(),
+        )
+
+    def _project_values(self) -> dict[str, str]:
+        return {"settings": repr(self.project_settings()), "schema_json": json.dumps(self.class_model.schema_dict()),
+                "extent": str(self.extent_combo.currentData() or "layer")}
+
+    def _save_project_settings(self, *_):
+        """Note a change of the analysis's choices: the project becomes modified (so QGIS
+        offers to save it) but nothing is written until it is saved (:meth:`_on_project_write`).
+        Merely building or showing the dock, or a project being cleared, changes nothing."""
+        if self._restoring or self.project.count() == 0:
+            return
+        if self._project_values() != self._snapshot:
+            self.project.setDirty(True)
+
+    def _on_project_write(self, *_):
+        """The project is being saved: write the dock's choices into it."""
+        self.project_settings().save(self.project)
+        self.project.writeEntry(PROJECT_SCOPE, "schema_json", json.dumps(self.class_model.schema_dict()))
+        self.project.writeEntry(PROJECT_SCOPE, "extent", str(self.extent_combo.currentData() or "layer"))
+        self._snapshot = self._project_values()
 
     def restore_settings(self) -> None:
         """User preferences from QgsSettings, then the project's own choices."""
@@ -718,47 +1030,54 @@ class MaskTalkDock(QDockWidget):
             self._set_combo_data(self.backbone_combo, s.value(SETTINGS_PREFIX + "backbone", BACKBONES[0]))
             self.weights_widget.setFilePath(s.value(SETTINGS_PREFIX + "weights", "") or "")
             self.text_combo.setCurrentText(s.value(SETTINGS_PREFIX + "text_encoder", TEXT_ENCODERS[0]) or TEXT_ENCODERS[0])
-            self._set_combo_data(self.device_combo, s.value(SETTINGS_PREFIX + "device", "auto"))
+            self._set_combo_data(self.device_combo, PluginSettings.load().device)
             for key, spin in self._spins().items():
                 value = s.value(SETTINGS_PREFIX + key, None)
                 if value not in (None, ""):
-                    spin.setValue(int(value))
+                    try:
+                        spin.setValue(int(value))
+                    except (TypeError, ValueError):
+                        pass
             self.runs_widget.setFilePath(s.value(SETTINGS_PREFIX + "runs", "") or self._default_runs_dir())
             self._restore_project()
+            self.refresh_models()
+            self.update_buttons()
+            self._snapshot = self._project_values()
         finally:
             self._restoring = False
-        self.refresh_models()
-        self.update_buttons()
 
     def _default_runs_dir(self) -> str:
         return str(Path(QgsApplication.qgisSettingsDirPath()) / "masktalk" / "runs")
 
     def _restore_project(self) -> None:
         p, scope = self.project, PROJECT_SCOPE
-        for key, combo in (("before", self.before_combo), ("after", self.after_combo), ("labels", self.label_combo),
-                           ("aoi", self.aoi_combo)):
-            layer_id, ok = p.readEntry(scope, key, "")
-            layer = p.mapLayer(layer_id) if ok and layer_id else None
+        ps = ProjectSettings.load(p)
+        for layer_id, combo in ((ps.before_layer, self.before_combo), (ps.after_layer, self.after_combo),
+                                (ps.labels_layer, self.label_combo), (ps.aoi_layer, self.aoi_combo)):
+            layer = p.mapLayer(layer_id) if layer_id else None
             if layer is not None:
                 combo.setLayer(layer)
-        field, ok = p.readEntry(scope, "class_field", "")
-        if ok and field:
+        if ps.class_field and self.label_combo.currentLayer() is not None:
             self.class_field_combo.setLayer(self.label_combo.currentLayer())
-            self.class_field_combo.setField(field)
-        text, ok = p.readEntry(scope, "schema", "")
-        preset, _ = p.readEntry(scope, "preset", "")
+            self.class_field_combo.setField(ps.class_field)
+        text, ok = p.readEntry(scope, "schema_json", "")
         if ok and text:
             try:
                 self.class_model.set_schema(ClassSchema.from_dict(json.loads(text), source="project"))
-                self._select_preset(preset or CUSTOM)
+                self._select_preset(ps.preset or CUSTOM)
             except (InputError, ValueError) as exc:
                 self.warning(f"the project's MaskTalk classes are unusable ({exc}); showing the {self._default_preset()} preset")
-        model, ok = p.readEntry(scope, "model", "")
-        if ok and model:
-            self.set_model(model)
+        elif ps.preset in preset_names() and p.readEntry(scope, "preset", "")[1]:
+            self.class_model.set_schema(load_preset(ps.preset))
+            self._select_preset(ps.preset)
+        if ps.model:
+            self.set_model(ps.model)
+        if ps.output_dir:
+            self.runs_widget.setFilePath(ps.output_dir)
         extent, ok = p.readEntry(scope, "extent", "")
         if ok and extent:
             self._set_combo_data(self.extent_combo, extent)
+        self._on_classes_edited()
 
     @staticmethod
     def _set_combo_data(combo: QComboBox, value) -> None:
@@ -768,9 +1087,6 @@ class MaskTalkDock(QDockWidget):
 
     def _on_project_read(self, *_):
         self.restore_settings()
-
-    def _on_project_write(self, *_):
-        self._save_project_settings()
 
     # ========================================================================== cleanup
     def shutdown(self) -> None:

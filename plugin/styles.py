@@ -1,7 +1,8 @@
-"""Styles of MaskTalk layers, built from the class schema.
+"""Styles of the layers the dock makes: the label layer and the captions.
 
 The colours of a schema are the colours of its classes everywhere: the label layer the
-analyst draws in, the change raster, the ``changes`` polygons. Styles are programmatic
+analyst draws in here, the change raster and ``changes`` polygons of a detection
+(styled by :mod:`.layers` with the model card's schema). Styles are programmatic
 (not static ``.qml`` files) because the classes are the user's: a QML file would only
 fit one preset. A user who wants to keep a style saves it from Layer Properties as usual.
 
@@ -16,9 +17,7 @@ from qgis.core import (
     QgsCategorizedSymbolRenderer,
     QgsEditorWidgetSetup,
     QgsFillSymbol,
-    QgsPalettedRasterRenderer,
     QgsPalLayerSettings,
-    QgsRasterLayer,
     QgsRendererCategory,
     QgsTextBufferSettings,
     QgsTextFormat,
@@ -27,9 +26,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor, QFont
 
-CLASS_FIELD_CANDIDATES = ("class", "class_name", "name", "class_id", "label", "value")
 CAPTION_FIELD_CANDIDATES = ("caption", "sentence", "text", "captions")
-NODATA_CLASS = 255
 
 
 def _classes(schema) -> list:
@@ -87,30 +84,6 @@ def style_label_layer(layer: QgsVectorLayer, schema, field: str = "class") -> No
         return
     layer.setEditorWidgetSetup(idx, value_map_setup(schema))
     layer.setRenderer(categorized_renderer(schema, field, fill_alpha=90))
-    layer.triggerRepaint()
-
-
-def style_change_raster(layer: QgsRasterLayer, schema) -> None:
-    """Paletted renderer of a class raster: schema colours, *no change* and 255 transparent."""
-    classes = []
-    for c in schema.classes:
-        color = QColor(c.color)
-        if c.id == 0:
-            color.setAlpha(0)
-        classes.append(QgsPalettedRasterRenderer.Class(c.id, color, c.name))
-    renderer = QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes)
-    layer.setRenderer(renderer)
-    layer.triggerRepaint()
-
-
-def style_changes_layer(layer: QgsVectorLayer, schema) -> None:
-    """Colour detected change polygons by class (field found by name: class, class_id ...)."""
-    field = find_field(layer, CLASS_FIELD_CANDIDATES)
-    if field is None:
-        return
-    f = layer.fields().field(field)
-    by_id = f.isNumeric()
-    layer.setRenderer(categorized_renderer(schema, field, by_id=by_id, fill_alpha=140))
     layer.triggerRepaint()
 
 
