@@ -69,3 +69,7 @@ install-plugin:
 	mkdir -p $(QGIS_PROFILE)/python/plugins
 	ln -sfn $(CURDIR) $(QGIS_PROFILE)/python/plugins/masktalk
 	@echo "Linked $(CURDIR) as $(QGIS_PROFILE)/python/plugins/masktalk; enable MaskTalk in Plugins > Manage and Install Plugins."
+
+# Screenshots of the QGIS desktop (Xvfb) with the dock over the demo scene, for the README
+screenshots: $(STAMPS)/debs $(STAMPS)/venv
+	$(SYSPY) scripts/screenshots.py --engine-python $(CURDIR)/$(VENV)/bin/python --out docs/screenshots
