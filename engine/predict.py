@@ -480,6 +480,8 @@ def predict(config: PredictConfig, progress: Progress | None = None, *, model=No
     t_start = time.perf_counter()
     rank, world, local_rank = _dist_info()
     distributed = world > 1
+    if distributed and rank != 0:
+        progress = NullProgress()  # one voice: rank 0 reports (the cancel flag still works)
     device = resolve_device(config.device)
     if distributed and device.type == "cuda":
         device = torch.device("cuda", local_rank)
