@@ -164,6 +164,7 @@ class MaskTalkDock(QDockWidget):
         self.last_captions: list[str] = []
         self._restoring = True  # no project changes while the dock is being built
         self._snapshot: dict[str, str] = {}
+        self._closing = False
         #: Schema file written for a custom (edited) class table; see :meth:`schema_args`.
         self.schema_path = ""
         #: Returns a path for a new label GeoPackage, or "" when the user cancels.
@@ -254,7 +255,7 @@ class MaskTalkDock(QDockWidget):
         self.class_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.class_table.horizontalHeader().setStretchLastSection(True)
         self.class_table.verticalHeader().setToolTip("Class id in the change raster")
-        self.class_table.setMinimumHeight(150)
+        self.class_table.setMinimumHeight(200)  # the six classes of the gaza preset without scrolling
         buttons = QHBoxLayout()
         self.add_class_button = QPushButton("Add")
         self.remove_class_button = QPushButton("Remove")
@@ -805,6 +806,8 @@ class MaskTalkDock(QDockWidget):
 
     def _task_done(self, task) -> None:
         """Main thread, from the task's ``finished()`` after its result signals."""
+        if self._closing:  # the plugin was unloaded while the task ran
+            return
         kind = getattr(task, "masktalk_kind", "")
         if self.tasks.get(kind) is task:
             del self.tasks[kind]
@@ -904,6 +907,8 @@ class MaskTalkDock(QDockWidget):
         QgsApplication.taskManager().addTask(task)
 
     def _diagnostics_done(self, task) -> None:
+        if self._closing:
+            return
         if self.tasks.get("info") is task:
             del self.tasks["info"]
         if self.diagnostics is None:
@@ -1091,6 +1096,8 @@ class MaskTalkDock(QDockWidget):
     # ========================================================================== cleanup
     def shutdown(self) -> None:
         """Cancel running tasks and disconnect signals before the dock goes away."""
+        self._closing = True
+        self._watch_label_layer(None)
         for task in list(self.tasks.values()):
             try:
                 task.cancel()

@@ -220,6 +220,39 @@ def test_classes_presets_and_json_round_trip(dock, tmp_path):
     assert dock.schema().change_classes[-1].name == "debris field"
 
 
+def test_choices_are_kept_in_the_project_and_the_user_settings(dockmod, dock, scene_layers, tmp_path, project, qgis_iface):
+    before, after, aoi = scene_layers
+    dock.before_combo.setLayer(before)
+    dock.after_combo.setLayer(after)
+    dock.aoi_combo.setLayer(aoi)
+    dock.extent_combo.setCurrentIndex(dock.extent_combo.findData("aoi"))
+    model = dock.class_model
+    model.setData(model.index(0, 3), "#00ff00")  # an edited class colour
+    dock.stage1_spin.setValue(7)
+    dock.device_combo.setCurrentIndex(dock.device_combo.findData("cpu"))
+    assert project.isDirty()
+    path = tmp_path / "analysis.qgz"
+    assert project.write(str(path))
+    # another project, then the saved one again: the dock follows the project
+    project.clear()
+    assert dock.before_combo.currentLayer() is None
+    assert project.read(str(path))
+    assert dock.before_combo.currentLayer().name() == "before"
+    assert dock.after_combo.currentLayer().name() == "after"
+    assert dock.aoi_combo.currentLayer().name() == "aoi"
+    assert dock.extent_combo.currentData() == "aoi"
+    assert dock.schema().change_classes[0].color == "#00ff00"
+    assert dock.preset_combo.currentData() == "custom"
+    assert not project.isDirty()  # restoring is not a change
+    # user preferences (not per project) reach a new dock
+    other = dockmod.MaskTalkDock(qgis_iface, None)
+    try:
+        assert other.stage1_spin.value() == 7 and other.device_combo.currentData() == "cpu"
+    finally:
+        other.shutdown()
+        other.deleteLater()
+
+
 def test_detect_extent_choices(dock, scene_layers, qgis_iface):
     from qgis.core import QgsRectangle
 
@@ -367,8 +400,9 @@ def test_whole_loop_label_caption_train_detect(dock, scene_layers, tmp_path, pro
     assert rasters[0].width() == before.width() and rasters[0].crs() == before.crs()
     changes = layers["changes"]
     assert isinstance(changes, QgsVectorLayer) and changes.isValid()
-    assert "class_id" in changes.fields().names() or "class" in changes.fields().names()
-    assert "caption" in layers["captions"].fields().names()
+    assert {"class_id", "class_name", "category", "change_type", "area_m2", "confidence", "caption"} <= set(changes.fields().names())
+    assert {"caption", "quadruples"} <= set(layers["captions"].fields().names())
+    assert layers["captions"].labelsEnabled()
     # the label layer is untouched by all of it
     assert labels.featureCount() == 2 and not labels.isModified()
 
