@@ -29,8 +29,9 @@ from qgis.core import (
     QgsReferencedRectangle,
     QgsSettings,
 )
-from qgis.gui import QgsCollapsibleGroupBox, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.gui import QgsCollapsibleGroupBox, QgsColorDialog, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtGui import QColor, QIcon
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QAction,
@@ -57,7 +58,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..engine.errors import InputError
 from ..engine.schema import ClassSchema, load_preset, load_schema, preset_names
-from .dock_widgets import ClassTableModel, create_label_layer, scan_runs
+from .dock_widgets import COLUMNS, ClassTableModel, create_label_layer, scan_runs
 from .layers import LayerProblem
 from .settings import PROJECT_SCOPE, CaptionJob, DetectJob, PluginSettings, ProjectSettings, TrainJob
 from .styles import style_captions_layer
@@ -157,6 +158,7 @@ class MaskTalkDock(QDockWidget):
         super().__init__("MaskTalk", parent)
         self.iface = iface
         self.setObjectName("MaskTalkDock")
+        self.setWindowIcon(QIcon(str(Path(__file__).resolve().parent.parent / "resources" / "icon.png")))
         self.project = QgsProject.instance()
         self.tasks: dict[str, Any] = {}  # kind -> running QgsTask
         self.diagnostics: dict | None = None
@@ -255,6 +257,7 @@ class MaskTalkDock(QDockWidget):
         self.class_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.class_table.horizontalHeader().setStretchLastSection(True)
         self.class_table.verticalHeader().setToolTip("Class id in the change raster")
+        self.class_table.setToolTip("Double-click a cell to edit it; a colour opens the colour picker")
         self.class_table.setMinimumHeight(200)  # the six classes of the gaza preset without scrolling
         buttons = QHBoxLayout()
         self.add_class_button = QPushButton("Add")
@@ -401,6 +404,7 @@ class MaskTalkDock(QDockWidget):
         self.class_model.dataChanged.connect(self._on_classes_edited)
         self.class_model.rowsInserted.connect(self._on_classes_edited)
         self.class_model.rowsRemoved.connect(self._on_classes_edited)
+        self.class_table.doubleClicked.connect(self._pick_colour)
         self.add_class_button.clicked.connect(self._add_class)
         self.remove_class_button.clicked.connect(self._remove_class)
         self.load_schema_button.clicked.connect(self._load_schema_clicked)
@@ -542,6 +546,15 @@ class MaskTalkDock(QDockWidget):
             self.schema_status.setStyleSheet("color: #b00020")
         self.update_buttons()
         self._save_project_settings()
+
+    def _pick_colour(self, index) -> None:
+        """Colours are picked with QGIS's colour dialog, not typed."""
+        if COLUMNS[index.column()] != "color":
+            return
+        current = QColor(self.class_model.data(index, Qt.EditRole))
+        colour = QgsColorDialog.getColor(current, self, "Class colour", False)
+        if colour.isValid():
+            self.class_model.setData(index, colour.name())
 
     def _add_class(self):
         row = self.class_model.add_class()

@@ -149,6 +149,8 @@ class ClassTableModel(QAbstractTableModel):
     def flags(self, index):
         if not index.isValid():
             return Qt.NoItemFlags
+        if COLUMNS[index.column()] == "color":  # picked with a colour dialog (the dock), not typed
+            return Qt.ItemIsEnabled | Qt.ItemIsSelectable
         return Qt.ItemIsEnabled | Qt.ItemIsSelectable | Qt.ItemIsEditable
 
 

@@ -192,7 +192,10 @@ def test_new_label_layer_is_a_styled_geopackage_in_editing_mode(dock, scene_laye
     assert dock.new_label_layer() is None
 
 
-def test_classes_presets_and_json_round_trip(dock, tmp_path):
+def test_classes_presets_and_json_round_trip(dockmod, dock, tmp_path, monkeypatch):
+    from qgis.PyQt.QtCore import Qt
+    from qgis.PyQt.QtGui import QColor
+
     schema_mod = importlib.import_module("masktalk.engine.schema")
     i = dock.preset_combo.findData("xbd")
     dock.preset_combo.setCurrentIndex(i)
@@ -203,6 +206,11 @@ def test_classes_presets_and_json_round_trip(dock, tmp_path):
     for col, value in enumerate(("debris field", "debris fields", "appeared", "#123456")):
         assert model.setData(model.index(row, col), value)
     assert not model.setData(model.index(row, 3), "not a colour")
+    # colours are picked in QGIS's colour dialog on a double-click, not typed
+    assert not model.flags(model.index(0, 3)) & Qt.ItemIsEditable
+    monkeypatch.setattr(dockmod.QgsColorDialog, "getColor", staticmethod(lambda *a, **k: QColor("#abcdef")))
+    dock.class_table.doubleClicked.emit(model.index(0, 3))
+    assert dock.schema().change_classes[0].color == "#abcdef"
     assert dock.preset_combo.currentData() == "custom"
     path = tmp_path / "classes.json"
     dock.save_schema_file(path)
