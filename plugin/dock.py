@@ -162,12 +162,11 @@ class MaskTalkDock(QDockWidget):
         self.project = QgsProject.instance()
         self.tasks: dict[str, Any] = {}  # kind -> running QgsTask
         self.diagnostics: dict | None = None
-        self.last_results: dict[str, Any] = {}
         self.last_captions: list[str] = []
         self._restoring = True  # no project changes while the dock is being built
         self._snapshot: dict[str, str] = {}
         self._closing = False
-        #: Schema file written for a custom (edited) class table; see :meth:`schema_args`.
+        #: Schema file written for a custom (edited) class table; see :meth:`schema_kwargs`.
         self.schema_path = ""
         #: Returns a path for a new label GeoPackage, or "" when the user cancels.
         #: Replaced in tests; the default asks with a file dialog.
@@ -458,6 +457,8 @@ class MaskTalkDock(QDockWidget):
             out.append("a before raster")
         if kind in ("train", "detect") and after is None:
             out.append("an after raster")
+        elif kind in ("train", "detect") and before is not None and after.id() == before.id():
+            out.append("an after raster other than the before raster")
         if kind in ("caption", "train"):
             if labels is None:
                 out.append("a label layer (or press New label layer…)")

@@ -148,6 +148,8 @@ def test_buttons_say_what_is_missing(dock, scene_layers, qtbot, tmp_path):
     assert "label layer" in dock.train_run.button.toolTip()
     assert "trained model" in dock.detect_run.button.toolTip()
     dock.before_combo.setLayer(before)
+    dock.after_combo.setLayer(before)
+    assert "other than the before raster" in dock.train_run.button.toolTip()
     dock.after_combo.setLayer(after)
     assert "before raster" not in dock.train_run.button.toolTip()
     dock.ask_label_path = lambda default: str(tmp_path / "labels.gpkg")
