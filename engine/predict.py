@@ -49,7 +49,7 @@ import numpy as np
 
 from .config import JobConfig, check_choice, check_positive
 from .errors import Cancelled, InputError, ModelError
-from .progress import NullProgress, Progress
+from .progress import NullProgress, Progress, SubProgress
 from .schema import NODATA_CLASS, ClassSchema
 from .tiling import (
     NODATA,
@@ -621,7 +621,8 @@ def predict(config: PredictConfig, progress: Progress | None = None, *, model=No
         progress.report(0.96, "vectorising changes")
         result["vectors"] = str(
             vectorize(out, vectors, schema, chip_size=int(card.chip_size), min_area=config.min_area,
-                      min_pixels=config.min_pixels, seed=config.caption_seed, progress=progress)["path"]
+                      min_pixels=config.min_pixels, seed=config.caption_seed,
+                      progress=SubProgress(progress, 0.96, 0.995, prefix="vectorising"))["path"]
         )
     elapsed = time.perf_counter() - t_start
     result["seconds"] = round(elapsed, 3)

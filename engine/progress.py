@@ -242,3 +242,27 @@ class _StderrLogProgress(BaseProgress):
     def event(self, name, **fields):
         if name == "metrics":
             self.log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()))
+
+
+class SubProgress:
+    """A part of a job: its own 0..1 progress mapped into ``[start, stop]`` of ``parent``.
+
+    Everything else (``log``, ``event``, ``check``, ``is_cancelled``) goes to ``parent``
+    unchanged, so a sub-job (vectorising after predicting, training inside the demo)
+    keeps one monotonic progress bar.
+    """
+
+    def __init__(self, parent: Any, start: float, stop: float, prefix: str = "", **fields: Any) -> None:
+        self._parent, self._start, self._span = parent, float(start), float(stop) - float(start)
+        self._prefix, self._fields = prefix, fields
+
+    def report(self, fraction: float | None = None, message: str = "", **fields: Any) -> None:
+        overall = None if fraction is None else self._start + self._span * max(0.0, min(1.0, float(fraction)))
+        for key, value in self._fields.items():
+            fields.setdefault(key, value)
+        if self._prefix:
+            message = f"{self._prefix}: {message}" if message else self._prefix
+        self._parent.report(overall, message, **fields)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parent, name)

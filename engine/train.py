@@ -679,6 +679,13 @@ class _Trainer:
             "seconds": round(time.time() - t0, 1),
             "train_chips": len(chips.train),
             "val_chips": len(chips.val),
+            # held-out chips on before's grid (scene data only), so callers can score a
+            # scene prediction on the validation area alone
+            "val_windows": [
+                {"row_off": int(chips.info["windows"][k][0]), "col_off": int(chips.info["windows"][k][1]),
+                 "height": int(chips.labels.shape[1]), "width": int(chips.labels.shape[2])}
+                for k in chips.val
+            ] if "windows" in chips.info else [],
         }
 
 

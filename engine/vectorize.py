@@ -325,7 +325,7 @@ def _vectorize(src, tmp: Path, schema: ClassSchema, chip_size: int, min_area: fl
             flush(sink, keep)
             uf.parent = {g: uf.find(g) for g in comps}  # forget finished regions
             prev_bottom, prev_cls = bottom, cls[-1].copy()
-            progress.report((s + 1) / n_strips, f"vectorising strip {s + 1}/{n_strips}")
+            progress.report((s + 1) / n_strips, f"strip {s + 1}/{n_strips}")
     with fiona.open(tmp, "w", driver="GPKG", layer=CAPTIONS_LAYER, schema=caption_schema, crs_wkt=crs_wkt) as sink:
         sink.writerecords(captions)
     return {"changes": n_changes, "captions": len(captions), "dropped": n_dropped}

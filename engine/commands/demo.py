@@ -5,9 +5,19 @@ step returns the paths it wrote, which end up in the result. Steps today:
 
 1. ``scene``: generate the seeded demo scene into ``OUT/scene/`` (:mod:`engine.scene`);
 2. ``captions``: caption its truth raster in 256-pixel chips into ``OUT/captions.json``
-   (the same list as ``python -m engine caption --json``) and ``OUT/captions.txt``.
+   (the same list as ``python -m engine caption --json``) and ``OUT/captions.txt``;
+3. ``train``: two-stage training on the scene's label polygons into ``OUT/run/``
+   (:func:`engine.train.train_demo`; a few minutes on 2 CPU cores), reporting the
+   validation scores of the held-out chips;
+4. ``predict``: inference over the whole scene with the best checkpoint:
+   ``OUT/prediction.tif`` (classes + confidence) and ``OUT/changes.gpkg`` (captioned
+   change polygons and chip captions);
+5. ``evaluate``: scores of the prediction against ``truth.tif`` (``OUT/scores.json``), for
+   the held-out validation chips and for the whole scene (which includes the training
+   area, so it is optimistic);
+6. ``preview``: ``OUT/preview.png``, before | after | prediction | truth in the class colours.
 
-Training and inference join as further steps. The output folder is marked with
+The output folder is marked with
 ``.masktalk-demo`` so that a re-run may overwrite it, while a non-empty folder that the
 demo did not make is refused.
 """
@@ -20,8 +30,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import InputError
+from ..progress import SubProgress
 
-HELP = "run the whole job on the embedded demo scene (generate the scene, caption its labels)"
+HELP = "run the whole job on the embedded demo scene: scene, captions, training, prediction, scores, preview"
 MARKER = ".masktalk-demo"
 CAPTION_CHIP = 256
 
@@ -31,6 +42,11 @@ def configure(parser) -> None:
     parser.add_argument("--size", type=int, default=1024, help="scene side in pixels at 0.5 m (default 1024, at least 128)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the scene and of the caption templates (default 0)")
     parser.add_argument("--json", action="store_true", help="print the result (paths written) as JSON")
+    parser.add_argument("--stage1-epochs", type=int, default=None, help="override the demo's stage-1 epochs")
+    parser.add_argument("--stage2-epochs", type=int, default=None, help="override the demo's stage-2 epochs")
+    parser.add_argument("--chip", type=int, default=None, help="override the demo's training chip size (pixels)")
+    parser.add_argument("--skip", action="append", choices=("train", "predict", "evaluate", "preview"),
+                        help="leave out a step and those that need it (repeatable): e.g. --skip train for the scene and captions only")
 
 
 @dataclass
@@ -42,6 +58,8 @@ class DemoContext:
     seed: int
     progress: Any
     scene: Any = None  # engine.scene.DemoScene once the scene step ran
+    train_result: dict[str, Any] | None = None
+    train_overrides: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -74,11 +92,131 @@ def step_captions(ctx: DemoContext) -> dict[str, Any]:
     return {"captions_json": str(json_path), "captions_txt": str(txt_path), "caption_chips": len(chips)}
 
 
-#: The job, in order. Later issues append ("train", step_train), ("predict", ...).
-STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
-    ("scene", step_scene),
-    ("captions", step_captions),
+def step_train(ctx: DemoContext) -> dict[str, Any]:
+    """Two-stage training on the demo labels into ``OUT/run/``."""
+    from ..train import train_demo
+
+    overrides = {k: v for k, v in ctx.train_overrides.items() if v is not None}
+    result = train_demo(ctx.scene, ctx.out / "run", ctx.progress, seed=ctx.seed, **overrides)
+    ctx.train_result = result
+    best = result.get("best_metrics") or {}
+    shown = {k: round(float(best[k]), 4) for k in ("SeK", "Fscd", "mIoU", "F1") if isinstance(best.get(k), (int, float))}
+    ctx.progress.log("validation scores of the best checkpoint: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    return {"run": str(ctx.out / "run"), "best": result.get("best"), "validation": shown}
+
+
+def step_predict(ctx: DemoContext) -> dict[str, Any]:
+    """Scene-wide inference with the best checkpoint: GeoTIFF + captioned GeoPackage."""
+    from ..predict import PredictConfig, predict
+
+    raster, vectors = ctx.out / "prediction.tif", ctx.out / "changes.gpkg"
+    for old in (raster, vectors):
+        old.unlink(missing_ok=True)
+    config = PredictConfig(before=str(ctx.scene.before), after=str(ctx.scene.after), model=str(ctx.out / "run"),
+                           out=str(raster), vectors=str(vectors), device="auto")
+    result = predict(config, ctx.progress)
+    return {"prediction": str(raster), "changes": str(vectors), "pixels_changed": result.get("pixels_changed")}
+
+
+def _scores(pred, truth, num_classes: int, names: list[str]) -> dict[str, Any]:
+    from ..metrics import ConfusionMatrix
+
+    cm = ConfusionMatrix(num_classes)
+    cm.update(pred, truth)
+    return cm.scores(names)
+
+
+def step_evaluate(ctx: DemoContext) -> dict[str, Any]:
+    """Scores of the prediction against the truth raster: held-out chips and whole scene."""
+    import numpy as np
+    import rasterio
+
+    from ..schema import load_preset
+
+    schema = load_preset(ctx.scene.schema)
+    names = [c.name for c in schema.classes]
+    with rasterio.open(ctx.out / "prediction.tif") as src:
+        pred = src.read(1)
+    with rasterio.open(ctx.scene.truth) as src:
+        truth = src.read(1)
+    scores: dict[str, Any] = {"scene": _scores(pred, truth, schema.num_classes, names)}
+    val_windows = (getattr(ctx, "train_result", None) or {}).get("val_windows") or []
+    if val_windows:
+        mask = np.zeros(truth.shape, bool)
+        for w in val_windows:
+            mask[w["row_off"]:w["row_off"] + w["height"], w["col_off"]:w["col_off"] + w["width"]] = True
+        held_out = np.where(mask, truth, 255).astype(np.uint8)
+        scores["validation"] = _scores(pred, held_out, schema.num_classes, names)
+    path = ctx.out / "scores.json"
+    path.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+    for part, values in scores.items():
+        ctx.progress.log(f"{part} scores: " + ", ".join(f"{k} {values[k]:.4f}" for k in ("SeK", "Fscd", "mIoU", "OA", "F1")))
+    keys = ("SeK", "Fscd", "mIoU", "OA", "Precision", "Recall", "F1", "IoU")
+    return {"scores": str(path), **{f"{part}_scores": {k: round(v[k], 4) for k in keys} for part, v in scores.items()}}
+
+
+def step_preview(ctx: DemoContext) -> dict[str, Any]:
+    """``preview.png``: before | after | prediction | truth, classes in the schema colours."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    with warnings.catch_warnings():  # Debian's mpl_toolkits beside the venv's matplotlib: 3D is not needed
+        warnings.filterwarnings("ignore", message="Unable to import Axes3D")
+        import matplotlib.pyplot as plt
+    import numpy as np
+    import rasterio
+    from matplotlib.patches import Patch
+
+    from ..schema import load_preset
+
+    schema = load_preset(ctx.scene.schema)
+    palette = np.zeros((256, 3), np.uint8)
+    for c in schema.classes:
+        palette[c.id] = c.rgb()
+    palette[255] = (128, 128, 128)
+
+    def rgb(path):
+        with rasterio.open(path) as src:
+            return np.moveaxis(src.read([1, 2, 3]), 0, -1)
+
+    after = rgb(ctx.scene.after)
+    backdrop = (after.mean(axis=-1, keepdims=True) * 0.4).astype(np.uint8).repeat(3, axis=-1)
+
+    def classes(path):
+        """Class colours over the dimmed *after* image (no change shows the backdrop)."""
+        with rasterio.open(path) as src:
+            ids = src.read(1)
+        return np.where(((ids > 0) & (ids < 255))[..., None], palette[ids], backdrop)
+
+    panels = [("before", rgb(ctx.scene.before)), ("after", after),
+              ("prediction", classes(ctx.out / "prediction.tif")), ("truth", classes(ctx.scene.truth))]
+    fig, axes = plt.subplots(1, 4, figsize=(20, 5.6), dpi=100)
+    for ax, (title, img) in zip(axes, panels):
+        ax.imshow(img, interpolation="nearest")
+        ax.set_title(title)
+        ax.axis("off")
+    handles = [Patch(color=np.array(c.rgb()) / 255, label=c.name) for c in schema.change_classes]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    path = ctx.out / "preview.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return {"preview": str(path)}
+
+
+#: The job, in order, with each step's share of the progress bar.
+STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]], float]] = [
+    ("scene", step_scene, 0.02),
+    ("captions", step_captions, 0.02),
+    ("train", step_train, 0.86),
+    ("predict", step_predict, 0.06),
+    ("evaluate", step_evaluate, 0.02),
+    ("preview", step_preview, 0.02),
 ]
+#: step -> the step whose output it reads (in STEPS order, so one pass closes the chain)
+NEEDS = {"predict": "train", "evaluate": "predict", "preview": "predict"}
 
 
 def prepare_out(out: Path, size: int, seed: int) -> None:
@@ -105,11 +243,22 @@ def run(args, progress) -> dict[str, Any]:
     if args.size < MIN_SIZE:
         raise InputError(f"--size must be at least {MIN_SIZE} pixels, got {args.size}")
     prepare_out(out, args.size, args.seed)
-    ctx = DemoContext(out=out, size=args.size, seed=args.seed, progress=progress)
-    for i, (name, step) in enumerate(STEPS):
+    skipped = set(args.skip or ())
+    for name, needs in NEEDS.items():  # a step whose input is skipped is skipped too
+        if needs in skipped:
+            skipped.add(name)
+    steps = [s for s in STEPS if s[0] not in skipped]
+    total = sum(share for _, _, share in steps)
+    ctx = DemoContext(out=out, size=args.size, seed=args.seed, progress=progress,
+                      train_overrides={"stage1_epochs": args.stage1_epochs, "stage2_epochs": args.stage2_epochs, "chip": args.chip})
+    done = 0.0
+    for i, (name, step, share) in enumerate(steps):
         progress.check()
-        progress.report(i / len(STEPS), f"{name} ({i + 1}/{len(STEPS)})", step=name)
+        progress.report(done / total, f"{name} ({i + 1}/{len(steps)})", step=name)
+        ctx.progress = SubProgress(progress, done / total, (done + share) / total, prefix=name, step=name)
         ctx.outputs.update(step(ctx))
+        ctx.progress = progress
+        done += share
         progress.log(f"demo step {name}: done")
     progress.report(1.0, "done", step="done")
     result = {"out": str(out), "size": args.size, "seed": args.seed, **ctx.outputs}

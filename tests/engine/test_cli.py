@@ -207,7 +207,7 @@ def test_caption_user_errors(tmp_path, case, fragments):
 
 def test_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    proc = engine("demo", "--out", out, "--size", 192, "--seed", 3)
+    proc = engine("demo", "--out", out, "--size", 192, "--seed", 3, "--skip", "train")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     for name in ("before.tif", "after.tif", "truth.tif", "labels.gpkg", "aoi.gpkg"):
@@ -221,15 +221,45 @@ def test_demo_end_to_end(tmp_path):
     text = (out / "captions.txt").read_text()
     assert all(s in text for c in captions for s in c["sentences"])
 
-    again = engine("demo", "--out", out, "--size", 160, "--progress", "jsonl")  # re-run into its own output
+    again = engine("demo", "--out", out, "--size", 160, "--progress", "jsonl", "--skip", "train")  # re-run into its own output
     assert again.returncode == 0, again.stderr
     done = json.loads(again.stdout.splitlines()[-1])
     assert done["event"] == "done" and done["result"]["size"] == 160
     assert done["result"]["captions_json"] == str(out / "captions.json")
     steps = [json.loads(line).get("step") for line in again.stdout.splitlines()]
     assert "scene" in steps and "captions" in steps
+    assert not {"train", "predict", "evaluate", "preview"} & set(steps)  # skipped with what needs them
     with rasterio.open(out / "scene" / "before.tif") as src:
         assert src.width == 160
+
+
+def test_demo_trains_predicts_scores_and_previews(tmp_path):
+    """The whole demo at a small size and few epochs: every output is there and consistent."""
+    out = tmp_path / "demo"
+    proc = engine("demo", "--out", out, "--size", 256, "--chip", 128, "--stage1-epochs", 1, "--stage2-epochs", 1,
+                  "--progress", "jsonl")
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    result = events[-1]["result"]
+    assert events[-1]["event"] == "done"
+    fractions = [e["fraction"] for e in events if e["event"] == "progress" and e.get("fraction") is not None]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0  # one bar for the whole demo
+    assert [e["epoch"] for e in events if e["event"] == "metrics"] == [1, 2]
+    with rasterio.open(out / "scene" / "before.tif") as b, rasterio.open(result["prediction"]) as p:
+        assert (p.crs, p.transform, p.width, p.height) == (b.crs, b.transform, b.width, b.height)
+        assert p.count == 2 and p.dtypes[0] == "uint8"
+    import fiona
+
+    assert set(fiona.listlayers(result["changes"])) == {"changes", "captions"}
+    scores = json.loads((out / "scores.json").read_text())
+    assert set(scores) == {"scene", "validation"}
+    for part in scores.values():
+        assert 0.0 <= part["OA"] <= 1.0 and set(part) >= {"SeK", "Fscd", "mIoU", "F1", "per_class"}
+    assert result["scene_scores"]["OA"] == round(scores["scene"]["OA"], 4)
+    from PIL import Image
+
+    with Image.open(result["preview"]) as img:
+        assert img.width > 3 * img.height  # four panels side by side
 
 
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
