@@ -334,7 +334,8 @@ class _Runner:
         torch = self.torch
         n = before.shape[0]
         if n > self.batch_size:
-            return np.concatenate([self(before[k : k + self.batch_size], after[k : k + self.batch_size], log_fn) for k in range(0, n, self.batch_size)])
+            step = self.batch_size  # fixed here: a retry inside may lower self.batch_size
+            return np.concatenate([self(before[k : k + step], after[k : k + step], log_fn) for k in range(0, n, step)])
         try:
             return self._forward(before, after)
         except torch.cuda.OutOfMemoryError:

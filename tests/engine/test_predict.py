@@ -290,3 +290,30 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, tiny_checkpoint):
     proc = _cli(["--before", str(tmp_path / "missing.tif"), "--after", str(tmp_path / "missing.tif"), "--model", str(tiny_checkpoint), "--out", str(tmp_path / "o.tif")])
     assert proc.returncode == 2
     assert "missing.tif" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cuda_out_of_memory_halves_the_batch_and_retries():
+    """The retry logic, without a GPU: a forward that fails above 1 chip per batch."""
+    from engine.errors import ModelError
+    from engine.predict import _Runner
+
+    runner = _Runner(ConstantModel(), torch.device("cpu"), batch_size=4)
+    runner.cuda = True  # pretend: the out-of-memory path only runs on CUDA
+    sizes = []
+
+    def forward(before, after):
+        sizes.append(len(before))
+        if len(before) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return np.full((len(before), 7, 4, 4), len(sizes), np.int32)
+
+    runner._forward = forward
+    logs = []
+    x = np.zeros((4, 3, 4, 4), np.float32)
+    out = runner(x, x, lambda msg, level="info": logs.append(msg))
+    assert out.shape == (4, 7, 4, 4) and runner.batch_size == 1
+    assert sizes == [4, 2, 1, 1, 1, 1]
+    assert "retrying with 2" in logs[0]
+    runner._forward = lambda b, a: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    with pytest.raises(ModelError, match="smaller --chip"):
+        runner(x[:1], x[:1])
