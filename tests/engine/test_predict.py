@@ -239,8 +239,6 @@ def tiny_checkpoint(tmp_path_factory):
 
     torch.manual_seed(0)
     model = S2MChangeModel(create_backbone("efficientnet_lite0", weights=None), SCHEMA.num_classes, decoder_channels=(8, 8, 8, 8))
-    with torch.no_grad():  # drop the no-change prior so that an untrained model predicts several classes
-        model.head.bias.zero_()
     model.eval()
     card = make_card(model, SCHEMA, [128.0] * 3, [64.0] * 3, chip_size=64)
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "best", model, card)
