@@ -692,7 +692,7 @@ class _Trainer:
 # ----------------------------------------------------------------------------- demo
 
 #: Settings of the demo's training step: a few minutes on 2 CPU cores for the 1024-px scene.
-DEMO_SETTINGS = dict(chip=256, stage1_epochs=6, stage2_epochs=2, batch_size=4)
+DEMO_SETTINGS = dict(chip=256, stage1_epochs=12, stage2_epochs=6, batch_size=4)
 
 
 def train_demo(scene: Any, out: str | os.PathLike, progress: BaseProgress | None = None, seed: int = 0, **overrides: Any) -> dict[str, Any]:
