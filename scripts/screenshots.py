@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"), help="folder for the PNGs")
     parser.add_argument("--size", type=int, default=1024, help="demo scene size in pixels (default 1024, as `engine demo`)")
-    parser.add_argument("--epochs", default="6,2", help="stage-1,stage-2 epochs of the training shown (default 6,2, as `engine demo`)")
+    parser.add_argument("--epochs", default="12,6", help="stage-1,stage-2 epochs of the training shown (default 12,6, as `engine demo`)")
     parser.add_argument("--chip", type=int, default=256, help="chip size of the training shown (default 256)")
     parser.add_argument("--engine-python", default=default_engine_python(), help="the engine's Python")
     parser.add_argument("--qgis", default=shutil.which("qgis") or "/usr/bin/qgis", help="QGIS desktop executable")
