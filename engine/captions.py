@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -373,3 +373,29 @@ def caption_raster_windows(
             progress.report((i + 1) / len(windows), f"chip {i + 1}/{len(windows)}")
         if quads:
             yield {"window": dict(win), "quadruples": [q.to_dict() for q in quads], "sentences": sentences}
+
+
+#: Attributes of a chip-captions feature (engine GeoPackage and plugin memory layers alike).
+CHIP_CAPTION_FIELDS = ("chip_row", "chip_col", "caption", "classes", "directions", "quantities", "changed_pixels", "quadruples")
+
+
+def chip_caption_attributes(row_off: int, col_off: int, quads: Sequence[Quadruple | Mapping[str, Any]], sentences: Sequence[str]) -> dict[str, Any]:
+    """The attributes of one captioned chip, keyed by :data:`CHIP_CAPTION_FIELDS`.
+
+    ``classes``, ``directions`` and ``quantities`` are ``"; "``-separated in the order of
+    the sentences (readable in an attribute table); ``quadruples`` is the JSON list of
+    the quadruples (for programs); ``changed_pixels`` sums their pixels.
+    """
+    import json
+
+    dicts = [q.to_dict() if isinstance(q, Quadruple) else dict(q) for q in quads]
+    return {
+        "chip_row": int(row_off),
+        "chip_col": int(col_off),
+        "caption": " ".join(sentences),
+        "classes": "; ".join(f"{q.get('type', '')} {q.get('category', '')}".strip() for q in dicts),
+        "directions": "; ".join(str(q.get("direction", "")) for q in dicts),
+        "quantities": "; ".join(str(q.get("quantity", "")) for q in dicts),
+        "changed_pixels": int(sum(int(q.get("pixels", 0)) for q in dicts)),
+        "quadruples": json.dumps(dicts, ensure_ascii=False),
+    }

@@ -17,9 +17,11 @@ layers:
     with the first template of Table 1 (or the neutral centre variant).
 
 ``captions``
-    one feature per caption chip with a change: its footprint, ``chip_row``,
-    ``chip_col``, ``caption`` (the S2M sentences of the chip, joined), ``quadruples``
-    (JSON list of the per-class quadruples) and ``changed_pixels``. The sentences come
+    one feature per caption chip with a change: its footprint and
+    :data:`engine.captions.CHIP_CAPTION_FIELDS` -- ``chip_row``/``chip_col`` (the chip's
+    row and column in the chip grid), ``caption`` (the S2M sentences of the chip,
+    joined), ``classes``/``directions``/``quantities`` (readable, ``;``-separated),
+    ``changed_pixels`` and ``quadruples`` (JSON list). The sentences come
     from :func:`engine.captions.caption_chip`, the captioner used for training, applied
     to the predicted classes, with a template drawn per chip from a seeded generator.
 
@@ -32,7 +34,6 @@ Heavy module (rasterio, fiona, shapely, scipy).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -41,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .captions import QUANTITIES, Quadruple, caption_chip, direction_of, quantity_of, render
+from .captions import CHIP_CAPTION_FIELDS, QUANTITIES, Quadruple, caption_chip, chip_caption_attributes, direction_of, quantity_of, render
 from .errors import InputError
 from .progress import NullProgress, Progress
 from .schema import NODATA_CLASS, ClassSchema
@@ -63,13 +64,7 @@ CHANGES_FIELDS = {
     "quantity": "str",
     "caption": "str",
 }
-CAPTIONS_FIELDS = {
-    "chip_row": "int",
-    "chip_col": "int",
-    "caption": "str",
-    "quadruples": "str",
-    "changed_pixels": "int",
-}
+CAPTIONS_FIELDS = {name: ("int" if name in ("chip_row", "chip_col", "changed_pixels") else "str") for name in CHIP_CAPTION_FIELDS}
 
 
 class _UnionFind:
@@ -280,13 +275,7 @@ def _vectorize(src, tmp: Path, schema: ClassSchema, chip_size: int, min_area: fl
                     captions.append(
                         {
                             "geometry": mapping(box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))),
-                            "properties": {
-                                "chip_row": s,
-                                "chip_col": cj,
-                                "caption": " ".join(sentences),
-                                "quadruples": json.dumps([q.to_dict() for q in quads], ensure_ascii=False),
-                                "changed_pixels": int(sum(q.pixels for q in quads)),
-                            },
+                            "properties": chip_caption_attributes(s, cj, quads, sentences),
                         }
                     )
             # -- connected regions per change class

@@ -547,65 +547,52 @@ def detection_layers(raster: str | None, vectors: str | None, schema) -> list:
     return layers
 
 
-CAPTION_FIELDS = (
-    ("chip_row", QVariant.Int),
-    ("chip_col", QVariant.Int),
-    ("caption", QVariant.String),
-    ("classes", QVariant.String),
-    ("directions", QVariant.String),
-    ("quantities", QVariant.String),
-    ("pixels", QVariant.Int),
-)
-
-
 def caption_fields():
-    """Fields of a captions layer (see :func:`caption_features`)."""
+    """Fields of a captions layer: :data:`engine.captions.CHIP_CAPTION_FIELDS`, as in the
+    engine's ``captions`` GeoPackage layer, so both kinds of captions layer read alike."""
     from qgis.core import QgsFields
 
+    from ..engine.captions import CHIP_CAPTION_FIELDS
+
+    ints = ("chip_row", "chip_col", "changed_pixels")
     fields = QgsFields()
-    for n, t in CAPTION_FIELDS:
-        fields.append(QgsField(n, t))
+    for name in CHIP_CAPTION_FIELDS:
+        fields.append(QgsField(name, QVariant.Int if name in ints else QVariant.String))
     return fields
 
 
-def caption_features(chips: Iterable[dict], grid: Grid, fields=None) -> list[QgsFeature]:
-    """One polygon per captioned chip (its footprint on ``grid``).
+def caption_features(chips: Iterable[dict], grid: Grid, fields=None, chip: int | None = None) -> list[QgsFeature]:
+    """One polygon per captioned chip (its footprint on ``grid``), with the attributes of
+    :func:`engine.captions.chip_caption_attributes`: ``chip_row``/``chip_col`` are the
+    chip's row and column in the grid of ``chip``-pixel chips (None: the largest window
+    given, i.e. the whole raster when it was captioned as one chip)."""
+    from ..engine.captions import CHIP_CAPTION_FIELDS, chip_caption_attributes
 
-    Fields: ``chip_row``/``chip_col`` (pixel offsets), ``caption`` (the chip's sentences),
-    and the quadruples' ``classes``, ``directions``, ``quantities`` (``;``-separated, in
-    the order of the sentences), ``pixels`` (changed pixels in the chip).
-    """
+    chips = list(chips)
     fields = fields or caption_fields()
+    chip_h = chip or max((int(c["window"]["height"]) for c in chips), default=1)
+    chip_w = chip or max((int(c["window"]["width"]) for c in chips), default=1)
     features = []
     for chip in chips:
         w = chip["window"]
         rect = grid.window_rect(int(w["row_off"]), int(w["col_off"]), int(w["height"]), int(w["width"]))
-        quads = chip.get("quadruples") or []
+        attrs = chip_caption_attributes(int(w["row_off"]) // chip_h, int(w["col_off"]) // chip_w,
+                                        chip.get("quadruples") or [], chip.get("sentences") or [])
         f = QgsFeature(fields)
         f.setGeometry(QgsGeometry.fromRect(rect))
-        f.setAttributes(
-            [
-                int(w["row_off"]),
-                int(w["col_off"]),
-                " ".join(chip.get("sentences") or []),
-                "; ".join(f"{q.get('type', '')} {q.get('category', '')}".strip() for q in quads),
-                "; ".join(str(q.get("direction", "")) for q in quads),
-                "; ".join(str(q.get("quantity", "")) for q in quads),
-                int(sum(int(q.get("pixels", 0)) for q in quads)),
-            ]
-        )
+        f.setAttributes([attrs[name] for name in CHIP_CAPTION_FIELDS])
         features.append(f)
     return features
 
 
-def captions_layer(chips: Iterable[dict], grid: Grid, name: str = "captions") -> QgsVectorLayer:
+def captions_layer(chips: Iterable[dict], grid: Grid, name: str = "captions", chip: int | None = None) -> QgsVectorLayer:
     """A styled memory layer of :func:`caption_features`, labelled with the captions."""
     layer = QgsVectorLayer("Polygon", name, "memory")
     layer.setCrs(grid.crs)
     provider = layer.dataProvider()
     provider.addAttributes(list(caption_fields()))
     layer.updateFields()
-    provider.addFeatures(caption_features(chips, grid, layer.fields()))
+    provider.addFeatures(caption_features(chips, grid, layer.fields(), chip))
     layer.updateExtents()
     style_captions(layer)
     return layer

@@ -270,7 +270,7 @@ class CaptionTask(EngineTask):
 
     def on_success(self, result: dict) -> None:
         if self.job.add_layer and result.get("json"):
-            layer = L.captions_layer(result["json"], self.grid)
+            layer = L.captions_layer(result["json"], self.grid, chip=self.job.chip)
             L.add_to_group([layer], "MaskTalk captions", self.project)
             self.added_layers.append(layer)
 

@@ -260,7 +260,7 @@ class CaptionLabelsAlgorithm(EngineAlgorithm):
             sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, fields, QgsWkbTypes.Polygon, self.grid.crs)
             if sink is None:
                 raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
-            for f in L.caption_features(chips, self.grid, fields):
+            for f in L.caption_features(chips, self.grid, fields, self.job.chip):
                 sink.addFeature(f, QgsFeatureSink.FastInsert)
             outputs = {"OUTPUT": dest, "CHIPS": len(chips)}
             json_path = self.parameterAsFileOutput(parameters, "JSON", context)

@@ -342,3 +342,24 @@ def test_label_map_makes_binary_masks_captionable(building):
         quadruples(np.where(raw == 255, 128, 0).astype(np.uint8), building)
     (q,) = quadruples(apply_label_map(raw, {255: 1}), building)
     assert (q.direction, q.quantity, q.pixels) == ("northeast", "a few", 900)
+
+
+def test_chip_caption_attributes_are_readable_and_complete(gaza):
+    import json
+
+    from engine.captions import CHIP_CAPTION_FIELDS, chip_caption_attributes
+
+    label = np.zeros((256, 256), np.uint8)
+    label[0:40, 200:250] = 1  # 2000 px, northeast
+    label[120:130, 120:130] = 3  # 100 px, centre
+    quads, sentences = caption_chip(label, gaza, 0)
+    attrs = chip_caption_attributes(2, 5, quads, sentences)
+    assert list(attrs) == list(CHIP_CAPTION_FIELDS)
+    assert (attrs["chip_row"], attrs["chip_col"]) == (2, 5)
+    assert attrs["caption"] == " ".join(sentences)
+    assert attrs["classes"] == "destroyed buildings; newly established refugee camp"
+    assert attrs["directions"] == "northeast; center"
+    assert attrs["quantities"] == "multiple; a single"  # 2000 px >= 8000 * 256² / 512²
+    assert attrs["changed_pixels"] == 2100
+    assert json.loads(attrs["quadruples"]) == [q.to_dict() for q in quads]
+    assert chip_caption_attributes(0, 0, [q.to_dict() for q in quads], sentences) == {**attrs, "chip_row": 0, "chip_col": 0}

@@ -179,3 +179,11 @@ def test_geographic_crs_gets_geodesic_square_metres(tmp_path):
     assert len(feats) == 1
     expected = 400 * (deg * 111319.49) * (deg * 110574.0)
     assert feats[0].properties["area_m2"] == pytest.approx(expected, rel=0.01)
+
+
+def test_captions_layer_fields_are_the_shared_chip_caption_fields():
+    """The GeoPackage `captions` layer and the plugin's caption layers share one field list."""
+    from engine.captions import CHIP_CAPTION_FIELDS
+    from engine.vectorize import CAPTIONS_FIELDS
+
+    assert list(CAPTIONS_FIELDS) == list(CHIP_CAPTION_FIELDS)

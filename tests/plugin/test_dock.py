@@ -346,7 +346,7 @@ def test_whole_loop_label_caption_train_detect(dock, scene_layers, tmp_path, pro
     captions = [lyr for lyr in project.mapLayers().values() if lyr.name() == "captions"]
     assert len(captions) == 1
     captions = captions[0]
-    assert {"caption", "classes", "directions", "quantities", "pixels"} <= set(captions.fields().names())
+    assert {"caption", "classes", "directions", "quantities", "changed_pixels", "quadruples"} <= set(captions.fields().names())
     assert captions.labelsEnabled() and captions.labeling().settings().fieldName == "caption"
     feats = list(captions.getFeatures())
     assert len(feats) == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -188,7 +190,7 @@ def test_captions_layer_places_chips_on_the_grid(mt, demo_scene):
                              {"class_id": 3, "category": "refugee camp", "type": "newly established", "direction": "center",
                               "quantity": "a single", "pixels": 100}],
               "sentences": ["A few buildings were destroyed in the north.", "A refugee camp was newly established."]}]
-    layer = mt.layers.captions_layer(chips, grid)
+    layer = mt.layers.captions_layer(chips, grid, chip=64)
     assert layer.featureCount() == 1 and layer.crs().authid() == "EPSG:32636"
     f = next(layer.getFeatures())
     bbox = f.geometry().boundingBox()
@@ -196,5 +198,11 @@ def test_captions_layer_places_chips_on_the_grid(mt, demo_scene):
     assert bbox.yMaximum() == pytest.approx(grid.y0 - 128 * 0.5) and bbox.height() == pytest.approx(64.0)
     assert f["caption"] == "A few buildings were destroyed in the north. A refugee camp was newly established."
     assert f["classes"] == "destroyed buildings; newly established refugee camp"
-    assert f["directions"] == "north; center" and f["pixels"] == 1000
+    assert f["directions"] == "north; center" and f["changed_pixels"] == 1000
+    assert (f["chip_row"], f["chip_col"]) == (2, 0)  # row and column in the grid of 64 px chips
+    assert json.loads(f["quadruples"]) == chips[0]["quadruples"]
+    # the same fields, in the same order, as the engine's `captions` GeoPackage layer
+    from masktalk.engine.captions import CHIP_CAPTION_FIELDS
+
+    assert layer.fields().names() == list(CHIP_CAPTION_FIELDS)
     assert layer.labelsEnabled()
