@@ -61,7 +61,6 @@ from ..engine.schema import ClassSchema, load_preset, load_schema, preset_names
 from .dock_widgets import COLUMNS, ClassTableModel, create_label_layer, scan_runs
 from .layers import LayerProblem
 from .settings import PROJECT_SCOPE, CaptionJob, DetectJob, PluginSettings, ProjectSettings, TrainJob
-from .styles import style_captions_layer
 from .tasks import CaptionTask, DetectTask, DiagnosticsTask, TrainTask
 
 log = logging.getLogger("masktalk.dock")
@@ -861,8 +860,6 @@ class MaskTalkDock(QDockWidget):
         shown = sentences[:8]
         more = f"\n… and {len(sentences) - len(shown)} more in the captions layer" if len(sentences) > len(shown) else ""
         self.caption_text.setPlainText("\n".join(shown) + more if shown else "No change class in the labelled area.")
-        for layer in self._added_layers():
-            style_captions_layer(layer)
         self.caption_run.status.setText(f"{len(chips)} chip(s), {len(sentences)} sentence(s)")
         self.success(f"captions ready: {len(sentences)} sentence(s) in {len(chips)} chip(s)")
 
@@ -877,16 +874,9 @@ class MaskTalkDock(QDockWidget):
         self.success(f"training finished: {Path(run).name}" + (f" ({text})" if text else ""))
 
     def _on_detect_result(self, result: dict) -> None:
-        for layer in self._added_layers():
-            if layer.name() == "captions":
-                style_captions_layer(layer)
         pixels = result.get("pixels_changed")
         self.detect_run.status.setText(f"{pixels} changed pixel(s)" if pixels is not None else "done")
         self.success("changes detected" + (f": {pixels} changed pixel(s)" if pixels is not None else ""))
-
-    def _added_layers(self) -> list:
-        task = self.sender()
-        return list(getattr(task, "added_layers", []) or [])
 
     def _on_train_metrics(self, values: dict) -> None:
         epoch, stage = values.get("epoch"), values.get("stage")

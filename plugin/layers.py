@@ -517,17 +517,11 @@ def style_changes(layer: QgsVectorLayer, schema, field: str = "class_id") -> Non
     layer.setRenderer(QgsCategorizedSymbolRenderer(field, categories))
 
 
-def style_captions(layer: QgsVectorLayer, field: str = "caption") -> None:
-    """Chip outlines labelled with their caption."""
-    symbol = QgsFillSymbol.createSimple({"color": "0,0,0,0", "outline_color": "#ffd700", "outline_width": "0.5", "outline_style": "dash"})
-    from qgis.core import QgsSingleSymbolRenderer
+def style_captions(layer: QgsVectorLayer) -> None:
+    """Chip outlines labelled with their caption (one style for every captions layer)."""
+    from .styles import style_captions_layer
 
-    layer.setRenderer(QgsSingleSymbolRenderer(symbol))
-    pal = QgsPalLayerSettings()
-    pal.fieldName = field
-    pal.enabled = True
-    layer.setLabeling(QgsVectorLayerSimpleLabeling(pal))
-    layer.setLabelsEnabled(True)
+    style_captions_layer(layer)
 
 
 def detection_layers(raster: str | None, vectors: str | None, schema) -> list:
