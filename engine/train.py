@@ -466,10 +466,9 @@ class _Trainer:
             log.warning("could not draw metrics.png: %s", exc)
 
     def _plot(self, history: list[dict]) -> None:
-        import matplotlib
+        from .plotting import pyplot
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         ep = [h["epoch"] for h in history]
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -579,6 +578,9 @@ class _Trainer:
             f"training on {len(chips.train)} chips, validating on {len(chips.val)} ({chips.source}); "
             f"{self.counts['trainable']:,} trainable parameters; device {self.device}; {self.dist.world} process(es)"
         )
+        backbone = self.model.backbone
+        self.progress.log(f"backbone {backbone.name}, weights {getattr(backbone, 'weights_source', 'unknown')}; "
+                          f"text encoder {cfg.text_encoder if cfg.stage2_epochs else 'none (stage 1 only)'}")
         if state["epoch"] == 0 and self.dist.main and not (run / "last").exists():
             self._save_last(None, None, state)  # a loadable last from the very start
         step_done = state["epoch"] * steps_per_epoch

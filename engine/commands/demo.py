@@ -157,20 +157,14 @@ def step_evaluate(ctx: DemoContext) -> dict[str, Any]:
 
 def step_preview(ctx: DemoContext) -> dict[str, Any]:
     """``preview.png``: before | after | prediction | truth, classes in the schema colours."""
-    import warnings
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    with warnings.catch_warnings():  # Debian's mpl_toolkits beside the venv's matplotlib: 3D is not needed
-        warnings.filterwarnings("ignore", message="Unable to import Axes3D")
-        import matplotlib.pyplot as plt
     import numpy as np
     import rasterio
     from matplotlib.patches import Patch
 
+    from ..plotting import pyplot
     from ..schema import load_preset
 
+    plt = pyplot()
     schema = load_preset(ctx.scene.schema)
     palette = np.zeros((256, 3), np.uint8)
     for c in schema.classes:
