@@ -529,9 +529,10 @@ def predict(config: PredictConfig, progress: Progress | None = None, *, model=No
     rows = shard_rows(grid.n_rows, world, rank) if distributed else range(grid.n_rows)
     chips = list(grid.indices(rows))
     threads = config.readers or (4 if device.type == "cuda" else 1)
-    progress.log(f"model {config.model or '(in memory)'}: backbone {card.backbone} "
-                 f"(initialised from {(card.backbone_config or {}).get('weights', 'unknown weights')}), "
-                 f"stage {card.stage}, {card.num_classes} classes")
+    spec = getattr(card, "backbone_config", None) or {}
+    progress.log(f"model {config.model or '(in memory)'}: backbone {getattr(card, 'backbone', 'unknown')} "
+                 f"(initialised from {spec.get('weights', 'unknown weights')}), "
+                 f"stage {getattr(card, 'stage', '?')}, {schema.num_classes} classes")
     progress.log(
         f"predicting {width} x {height} px with {len(grid)} chips of {chip} px (overlap {config.overlap}) "
         f"on {device}" + (f", rank {rank}/{world}: {len(chips)} chips" if distributed else "")
