@@ -90,7 +90,8 @@ def default_backbone(weights: str | os.PathLike | None = None) -> tuple[str, str
     """Pick the backbone when the user names none.
 
     Args:
-        weights: a DINOv3 weights folder given by the user, or None.
+        weights: a DINOv3 weights folder given by the user, ``"random"`` (random init of
+            the fallback backbone), or None.
 
     Returns:
         ``(name, weights)``: the DINOv3 variant matching the folder (or found locally),
@@ -99,6 +100,13 @@ def default_backbone(weights: str | os.PathLike | None = None) -> tuple[str, str
     from .dinov3 import ARCHS, find_local_weights, read_folder_arch
 
     if weights is not None:
+        if str(weights) == "random":
+            return DEFAULT_FALLBACK, "random"
+        if Path(weights).is_file():
+            raise InputError(
+                f"{weights} is a weights file; name its architecture with --backbone "
+                f"({', '.join(BACKBONES)}), or give a DINOv3 folder holding config.json and model.safetensors"
+            )
         if not Path(weights).is_dir():
             raise InputError(f"DINOv3 weights folder {weights} does not exist; give the folder holding config.json and model.safetensors")
         name = read_folder_arch(weights)

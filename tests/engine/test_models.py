@@ -121,6 +121,18 @@ def test_default_backbone_rule(tmp_path, monkeypatch):
         default_backbone(tmp_path / "nope")
 
 
+def test_default_backbone_with_random_weights_or_a_file(tmp_path, monkeypatch):
+    """`train --weights random` without --backbone (the help offers 'random') gets the
+    fallback backbone with random init, not "DINOv3 weights folder random does not exist"."""
+    monkeypatch.setenv("MASKTALK_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    assert default_backbone("random") == ("efficientnet_lite0", "random")
+    f = tmp_path / "w.safetensors"
+    f.write_bytes(b"")
+    with pytest.raises(InputError, match="--backbone"):
+        default_backbone(f)
+
+
 def test_unknown_backbone_is_an_input_error():
     with pytest.raises(InputError, match="efficientnet_lite0"):
         create_backbone("resnet9000")
