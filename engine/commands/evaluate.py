@@ -10,7 +10,7 @@ _SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt", "
 
 
 def configure(parser) -> None:
-    parser.add_argument("--pred", required=True, help="predicted class raster, or a folder of them (paired with --truth by file name)")
+    parser.add_argument("--pred", required=True, help="predicted class raster, or a folder of them (paired with --truth by file name); 255 = nodata, left out")
     parser.add_argument("--truth", required=True, help="ground-truth class raster, or a folder of them; 255 = ignored")
     parser.add_argument("--num-classes", type=int, default=None, help="number of classes including no change (default: the largest value seen + 1, at least 2)")
     parser.add_argument("--label-map", default=None, help="raw truth value -> class id, e.g. 255:1 for LEVIR-CD / WHU-CD")
@@ -83,7 +83,9 @@ def run(args, progress) -> dict:
                 f"{p} is {a.shape[1]}x{a.shape[0]} px but {t} is {b.shape[1]}x{b.shape[0]} px; "
                 "the prediction and the truth must cover the same pixels"
             )
-        keep = b != NODATA_CLASS
+        # 255 in the prediction is nodata (predict writes it where an input is nodata or
+        # the dates do not overlap): not a class, so those pixels are left out of the scores.
+        keep = (b != NODATA_CLASS) & (a != NODATA_CLASS)
         if keep.any():
             top = max(top, int(a[keep].max()), int(b[keep].max()))
         arrays.append((p, t, a, b))
@@ -92,17 +94,31 @@ def run(args, progress) -> dict:
     if k < 2:
         raise InputError(f"--num-classes must be at least 2, got {k}")
     cm = ConfusionMatrix(k)
+    unpredicted = 0
     for i, (p, t, a, b) in enumerate(arrays):
         progress.check()
+        gap = (a == NODATA_CLASS) & (b != NODATA_CLASS)
+        if gap.any():
+            unpredicted += int(gap.sum())
+            b = np.where(gap, NODATA_CLASS, b)
         try:
             cm.update(a, b)
         except ValueError as exc:
             raise InputError(f"{p.name} / {t.name}: {exc}") from None
         progress.report(0.5 + (i + 1) / (2 * len(arrays)), f"scored {t.name}")
     if cm.matrix.sum() == 0:
-        raise InputError(f"no pixel to evaluate: the truth is 255 (ignored) everywhere in {args.truth}")
+        raise InputError(
+            f"no pixel to evaluate: the truth is 255 (ignored) or the prediction is 255 (nodata) everywhere "
+            f"in {args.truth} / {args.pred}"
+        )
+    if unpredicted:
+        progress.log(
+            f"{unpredicted} labelled pixel(s) have no prediction (255 = nodata in {args.pred}) and are left out of the scores",
+            "warning",
+        )
     scores = cm.scores()
     scores = {key: (float(v) if isinstance(v, (float, np.floating)) else v) for key, v in scores.items()}
+    scores["pixels_unpredicted"] = unpredicted
     if not args.json and args.progress != "jsonl":
         for key in ("SeK", "Fscd", "mIoU", "OA", "Precision", "Recall", "F1", "IoU"):
             print(f"{key:>9}: {scores[key]:.4f}")

@@ -156,6 +156,27 @@ def test_evaluate_cli_folders_with_label_map(tmp_path):
     assert s["OA"] == pytest.approx((128 - 9) / 128)
 
 
+def test_evaluate_cli_leaves_prediction_nodata_out(tmp_path):
+    """predict writes 255 where the dates do not overlap; that is nodata, not a 256th class
+    (it used to make K = 256 and count every such pixel as a predicted change)."""
+    t = np.zeros((8, 8), np.uint8)
+    t[:4, :4] = 1
+    p = t.copy()
+    p[:, 6:] = 255  # no prediction in the last two columns
+    _write(tmp_path / "truth.png", t)
+    _write(tmp_path / "pred.png", p)
+    r = _evaluate("--pred", str(tmp_path / "pred.png"), "--truth", str(tmp_path / "truth.png"), "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert set(s["per_class"]) == {"0", "1"}
+    assert s["OA"] == pytest.approx(1.0) and s["F1"] == pytest.approx(1.0)
+    assert s["per_class"]["0"]["support"] == 48 - 16
+    assert s["pixels_unpredicted"] == 16
+    _write(tmp_path / "none.png", np.full((8, 8), 255, np.uint8))
+    r = _evaluate("--pred", str(tmp_path / "none.png"), "--truth", str(tmp_path / "truth.png"), "--json")
+    assert r.returncode == 2 and "nodata" in r.stderr
+
+
 def test_evaluate_cli_bad_inputs(tmp_path):
     _write(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
     _write(tmp_path / "b.png", np.zeros((4, 8), np.uint8))
