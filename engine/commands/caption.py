@@ -95,9 +95,14 @@ def run(args, progress) -> dict:
     chips = list(
         caption_raster_windows(labels, schema, chip=args.chip, rng=args.seed, progress=progress, where=str(label_path))
     )
+    hint = ""
+    if not chips and not args.label_map and bool((labels == NODATA_CLASS).any()):
+        hint = ("its changed pixels may be stored as 255, which means 'ignore'; "
+                "for 0/255 masks (LEVIR-CD, WHU-CD) add --label-map 255:1")
+        progress.log(f"{label_path.name}: no change class found; {hint}", "warning")
     if not args.json and args.progress != "jsonl":
         if not chips:
-            print(f"{label_path}: no change class in any chip")
+            print(f"{label_path}: no change class in any chip" + (f" ({hint})" if hint else ""))
         for item in chips:
             w = item["window"]
             print(f"chip row {w['row_off']} col {w['col_off']} ({w['height']}x{w['width']}):")

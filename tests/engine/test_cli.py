@@ -131,6 +131,8 @@ def test_caption_label_map_for_binary_masks(tmp_path):
     path = write_png(tmp_path / "levir.png", mask)
     plain = engine("caption", path, "--preset", "building", "--json")
     assert plain.returncode == 0 and json.loads(plain.stdout) == []  # 255 is "ignore"
+    text = engine("caption", path, "--preset", "building")
+    assert text.returncode == 0 and "--label-map 255:1" in text.stdout  # says why nothing was found
     mapped = engine("caption", path, "--preset", "building", "--label-map", "255:1", "--json")
     assert mapped.returncode == 0, mapped.stderr
     (chip,) = json.loads(mapped.stdout)
