@@ -19,6 +19,7 @@ from qgis.PyQt.QtWidgets import (
     QApplication,
     QDialog,
     QDialogButtonBox,
+    QFileDialog,
     QMessageBox,
     QPlainTextEdit,
     QPushButton,
@@ -125,7 +126,7 @@ class ReportDialog(QDialog):
 
 
 class EngineActions:
-    """Handlers of the *Set up engine…* and *Diagnostics* menu actions (one per plugin)."""
+    """Handlers of the *Set up engine…*, *Engine Python…* and *Diagnostics* menu actions (one per plugin)."""
 
     def __init__(self, iface) -> None:
         self.iface = iface
@@ -180,6 +181,52 @@ class EngineActions:
         task.failed.connect(lambda msg, details: self._show_failure(msg, details))
         self.task = task
         QgsApplication.taskManager().addTask(task)
+
+    def set_engine_python(self, path: str) -> bool:
+        """Save the *engine Python* setting ("" = automatic); False (and a message) for a path that is no file."""
+        from .environment import engine_python
+        from .settings import PluginSettings
+
+        path = (path or "").strip()
+        if path and not Path(path).is_file():
+            self._bar("MaskTalk", f"{path} is not a file; choose the python executable of the engine environment", Qgis.Critical)
+            return False
+        settings = PluginSettings.load()
+        settings.engine_python = path
+        settings.save()
+        try:
+            chosen = str(engine_python())
+        except Exception as exc:  # noqa: BLE001 - nothing usable: say so, the setting is saved anyway
+            chosen = f"none usable ({exc})"
+        self._bar("MaskTalk", f"engine Python: {chosen}", Qgis.Info)
+        return True
+
+    def choose_engine_python(self) -> None:
+        """Menu action: pick the interpreter that runs the engine, or go back to automatic."""
+        from .environment import EnvironmentProblem, engine_python
+        from .settings import PluginSettings
+
+        current = PluginSettings.load().engine_python
+        try:
+            found = str(engine_python())
+        except EnvironmentProblem as exc:
+            found = f"none usable: {exc}"
+        box = QMessageBox(self._parent())
+        box.setWindowTitle("MaskTalk engine Python")
+        box.setText(
+            "The interpreter that runs the MaskTalk engine (it needs the packages of requirements.txt).\n\n"
+            f"Setting: {current or 'automatic'}\nIn use: {found}"
+        )
+        choose = box.addButton("Choose…", QMessageBox.AcceptRole)
+        automatic = box.addButton("Automatic", QMessageBox.ResetRole)
+        box.addButton(QMessageBox.Cancel)
+        box.exec_()
+        if box.clickedButton() is automatic:
+            self.set_engine_python("")
+        elif box.clickedButton() is choose:
+            path, _ = QFileDialog.getOpenFileName(self._parent(), "Engine Python", str(Path(current).parent) if current else "")
+            if path:
+                self.set_engine_python(path)
 
     def _show_failure(self, message: str, details: str) -> None:
         QgsMessageLog.logMessage(details, LOG_TAG, Qgis.Critical)

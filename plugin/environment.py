@@ -109,7 +109,7 @@ def engine_python(configured: str | None = None, profile: Path | None = None) ->
             return EnginePython(path, "setting")
         raise EnvironmentProblem(
             f"the engine Python set in the MaskTalk settings ({configured}) does not exist; choose another "
-            "interpreter or clear the setting to let MaskTalk find its own environment"
+            "interpreter with MaskTalk > Engine Python…, or set it to Automatic there to let MaskTalk find its own environment"
         )
     try:
         managed = venv_python(managed_venv_dir(profile))
@@ -125,7 +125,7 @@ def engine_python(configured: str | None = None, profile: Path | None = None) ->
     tried.append(str(dev))
     raise EnvironmentProblem(
         "no engine Python found (tried " + ", ".join(tried) + "); run MaskTalk > Set up engine… to create it, "
-        f"or set {ENV_VAR} or the engine Python setting to an interpreter that has the packages of requirements.txt"
+        f"or choose an interpreter that has the packages of requirements.txt with MaskTalk > Engine Python… (or {ENV_VAR})"
     )
 
 

@@ -62,6 +62,7 @@ class MaskTalkPlugin:
         self.engine_actions = EngineActions(self.iface)
         for text, name, tip, slot in (
             ("Set up engine…", "mMaskTalkSetupEngine", "Create MaskTalk's own Python environment and install the engine (PyTorch, CUDA when there is a GPU)", self.engine_actions.setup_engine),
+            ("Engine Python…", "mMaskTalkEnginePython", "Choose the Python interpreter that runs the engine, or let MaskTalk find it (automatic)", self.engine_actions.choose_engine_python),
             ("Diagnostics", "mMaskTalkDiagnostics", "Versions, devices and weights of the engine, for bug reports (copyable)", self.engine_actions.show_diagnostics),
         ):
             action = QAction(text, self.iface.mainWindow())

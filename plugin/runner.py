@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import queue
+import re
 import signal
 import subprocess
 import tempfile
@@ -94,7 +95,7 @@ class EngineError(Exception):
     @property
     def is_user_error(self) -> bool:
         """True for errors the user can fix (bad input, unusable model)."""
-        return self.kind in ("InputError", "ModelError", "NotFound")
+        return self.kind in ("InputError", "ModelError", "NotFound", "MissingPackage")
 
     def details(self) -> str:
         """Everything useful for a bug report: message, command, exit code, stderr tail."""
@@ -157,6 +158,26 @@ def _tail(handle, limit: int = STDERR_TAIL_CHARS) -> str:
     if len(data) >= limit and "\n" in text:
         text = text.split("\n", 1)[1]  # drop the cut first line
     return text.strip()
+
+
+_MISSING_MODULE = re.compile(r"No module named '([A-Za-z0-9_]+)")
+
+
+def _missing_package(*texts: str) -> str | None:
+    """The top-level package named by a ``ModuleNotFoundError`` in ``texts`` (not the engine itself)."""
+    for text in texts:
+        m = _MISSING_MODULE.search(text or "")
+        if m and m.group(1) != "engine":
+            return m.group(1)
+    return None
+
+
+def _missing_package_message(python: str, package: str) -> str:
+    return (
+        f"the engine Python {python} lacks the package '{package}': its environment is incomplete (an interrupted "
+        "or failed set-up) or is not an engine environment; run MaskTalk > Set up engine… to install the engine's "
+        "packages, or choose another interpreter with MaskTalk > Engine Python…"
+    )
 
 
 def _oom_hint(code: int) -> str:
@@ -332,7 +353,7 @@ class EngineRunner:
         if not Path(argv[0]).is_file():
             raise EngineError(
                 f"the engine Python {argv[0]} does not exist; set up the engine (MaskTalk menu > Set up engine…) "
-                "or choose an existing interpreter in the MaskTalk settings",
+                "or choose an existing interpreter with MaskTalk > Engine Python…",
                 kind="NotFound",
                 command=argv,
             )
@@ -427,6 +448,16 @@ class EngineRunner:
         if name == "cancelled" or code == EXIT_CANCELLED or (cancelled and name != "error"):
             msg = "cancelled by the user" if cancelled else f"the engine stopped: {(outcome or {}).get('message') or 'cancelled'}"
             raise EngineCancelled(msg, exit_code=code, stderr_tail=tail, command=argv)
+        missing = _missing_package(str((outcome or {}).get("message") or ""), tail) if name in ("error", None) else None
+        if missing is not None and code not in (-9, 137):
+            raise EngineError(
+                _missing_package_message(argv[0], missing),
+                kind="MissingPackage",
+                exit_code=code,
+                stderr_tail=tail,
+                command=argv,
+                traceback=str((outcome or {}).get("traceback") or ""),
+            )
         if name == "error":
             raise EngineError(
                 str(outcome.get("message") or "the engine reported an error"),

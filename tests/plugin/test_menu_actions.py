@@ -75,3 +75,44 @@ def test_unload_removes_the_engine_actions(qgis_iface, qgis_app):
     assert {"mMaskTalkSetupEngine", "mMaskTalkDiagnostics"} <= names
     plugin.unload()
     assert plugin.actions == [] and plugin.engine_actions is None
+
+
+def test_engine_python_action_saves_the_setting_and_automatic_clears_it(plugin, tmp_path, monkeypatch):
+    """The error messages send users to MaskTalk > Engine Python…: it must exist and work."""
+    from qgis.core import QgsSettings
+
+    import masktalk.plugin.diagnostics as diagnostics
+    import masktalk.plugin.environment as environment
+    from masktalk.plugin.settings import PluginSettings
+
+    monkeypatch.delenv(environment.ENV_VAR, raising=False)
+    python = tmp_path / "engine" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("#!/bin/sh\n")
+    python.chmod(0o755)
+    clicked = {}
+
+    class Box(diagnostics.QMessageBox):
+        def exec_(self):
+            clicked["text"] = self.text()
+            self._clicked = next(b for b in self.buttons() if b.text() == clicked["button"])
+            return 0
+
+        def clickedButton(self):  # noqa: N802
+            return self._clicked
+
+    monkeypatch.setattr(diagnostics, "QMessageBox", Box)
+    monkeypatch.setattr(diagnostics.QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(python), "")))
+    try:
+        clicked["button"] = "Choose…"
+        action(plugin, "mMaskTalkEnginePython").trigger()
+        assert PluginSettings.load().engine_python == str(python)
+        assert environment.engine_python() == environment.EnginePython(python, "setting")
+        clicked["button"] = "Automatic"
+        action(plugin, "mMaskTalkEnginePython").trigger()
+        assert str(python) in clicked["text"]  # the dialog shows the current choice
+        assert PluginSettings.load().engine_python == ""
+        assert not plugin.engine_actions.set_engine_python(str(tmp_path / "gone"))  # not a file: refused
+        assert PluginSettings.load().engine_python == ""
+    finally:
+        QgsSettings().remove("MaskTalk/engine_python")

@@ -166,3 +166,19 @@ def test_a_failing_callback_does_not_leave_the_engine_running(mt, fake_engine_di
     with pytest.raises(KeyError):
         fake_runner(mt, fake_engine_dir).run("slow", on_progress=boom)
     assert _gone(int(pid_file.read_text()))
+
+
+def test_an_engine_python_without_the_packages_says_to_set_up_the_engine(mt, tmp_path):
+    """An interrupted set-up leaves a venv without numpy/torch: the error must say how to fix it."""
+    import subprocess
+
+    venv = tmp_path / "half-venv"
+    subprocess.run(["python3", "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = mt.environment.venv_python(venv)
+    with pytest.raises(mt.runner.EngineError) as info:
+        mt.runner.EngineRunner(python=python).run("info", ["--json"])
+    err = info.value
+    assert err.kind == "MissingPackage" and err.is_user_error
+    assert "'numpy'" in err.message and str(python) in err.message
+    assert "Set up engine" in err.message and "Engine Python" in err.message
+    assert "ModuleNotFoundError" in err.stderr_tail  # the traceback stays in the details
