@@ -690,7 +690,9 @@ class MaskTalkDock(QDockWidget):
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
         folder = Path(QgsApplication.qgisSettingsDirPath()) / "masktalk" / "schemas"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{schema.name}-{digest}.json"
+        # The schema's name is free text ("Gaza / 2024"): keep only characters safe in a file name.
+        stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in schema.name).strip("._") or "schema"
+        path = folder / f"{stem[:60]}-{digest}.json"
         if not path.is_file():
             path.write_text(text, encoding="utf-8")
         self.schema_path = str(path)

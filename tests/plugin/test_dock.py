@@ -459,3 +459,19 @@ def test_cancelling_training_keeps_qgis_responsive_and_labels_unchanged(dock, sc
     assert file_digest(gpkg) == digest
     assert [f.geometry().asWkt() for f in labels.getFeatures()] == geometry
     assert not labels.isModified() and labels.featureCount() == 1
+
+
+def test_a_schema_named_with_slashes_still_runs(dock):
+    """A loaded schema's name is free text; the custom-schema file written for a run must not break on it."""
+    from masktalk.engine.schema import ClassSchema
+
+    data = dock.class_model.schema_dict()
+    data["name"] = "Gaza / 2024: damage*?"
+    data["classes"][1]["name"] = "damaged, \"partly\" / roof"
+    dock.set_schema(ClassSchema.from_dict(data, source="test"))
+    kwargs = dock.schema_kwargs()
+    path = Path(kwargs["schema_path"])
+    assert kwargs["preset"] == "" and path.is_file()
+    assert path.parent.name == "schemas" and "/" not in path.name and ":" not in path.name
+    assert json.loads(path.read_text(encoding="utf-8"))["name"] == "Gaza / 2024: damage*?"
+    assert dock.schema_kwargs() == kwargs  # same classes, same file
