@@ -120,6 +120,39 @@ class EngineTask(QgsTask):
             self._exports.append(prepared)
         return prepared
 
+    def export_grid(self, before: Any, after: Any, extent: Any, resolution: float | None):
+        """Extent and pixel size for exporting a service layer (WMS/XYZ) paired with a file raster.
+
+        The dock has no resolution control: when one date is a file and the other a web or
+        virtual layer, the export defaults to the file's extent and to its pixel size expressed
+        in the service layer's CRS units, so the engine gets the service at the file's detail.
+        Explicit values (``extent``, ``resolution``) are kept. Main thread.
+        """
+        from qgis.core import QgsRasterLayer, QgsRectangle, QgsReferencedRectangle
+
+        def layer_of(source):
+            if isinstance(source, (str, Path)):
+                return QgsRasterLayer(str(source), "input", "gdal")
+            return source
+
+        b, a = layer_of(before), layer_of(after)
+        if not (isinstance(b, QgsRasterLayer) and isinstance(a, QgsRasterLayer) and b.isValid() and a.isValid()):
+            return extent, resolution
+        b_file, a_file = L.local_raster_path(b) is not None, L.local_raster_path(a) is not None
+        if b_file == a_file:
+            return extent, resolution
+        grid, service = (b, a) if b_file else (a, b)
+        native = L.native_resolution(grid)
+        if extent is None:
+            extent = QgsReferencedRectangle(grid.extent(), grid.crs())
+        if resolution is None and native and L.native_resolution(service) is None:
+            centre = grid.extent().center()
+            pixel = QgsRectangle(centre.x() - native / 2, centre.y() - native / 2, centre.x() + native / 2, centre.y() + native / 2)
+            box = L.extent_in_crs(QgsReferencedRectangle(pixel, grid.crs()), service.crs(), self.project)
+            if box.width() > 0 and box.height() > 0:
+                resolution = min(box.width(), box.height())
+        return extent, resolution
+
     def remember_new_output(self, path: str | Path | None) -> None:
         """An output file the run creates: removed if the run is cancelled or fails."""
         if path and not Path(path).exists():
@@ -291,8 +324,9 @@ class TrainTask(EngineTask):
             from qgis.core import QgsReferencedRectangle
 
             extent = QgsReferencedRectangle(job.labels.extent(), job.labels.crs())
-        self.before = self.raster(job.before, "before", extent, job.resolution)
-        self.after = self.raster(job.after, "after", extent, job.resolution)
+        extent, resolution = self.export_grid(job.before, job.after, extent, job.resolution)
+        self.before = self.raster(job.before, "before", extent, resolution)
+        self.after = self.raster(job.after, "after", extent, resolution)
         self.labels = L.export_vector(job.labels, self.temp, "labels")
         self.aoi = L.export_vector(job.aoi, self.temp, "aoi") if job.aoi is not None else None
         if not job.out_dir:
@@ -313,8 +347,9 @@ class DetectTask(EngineTask):
         job: DetectJob = self.job
         if not job.out_raster:
             raise L.LayerProblem("detect: choose an output GeoTIFF")
-        self.before = self.raster(job.before, "before", job.extent, job.resolution)
-        self.after = self.raster(job.after, "after", job.extent, job.resolution)
+        extent, resolution = self.export_grid(job.before, job.after, job.extent, job.resolution)
+        self.before = self.raster(job.before, "before", extent, resolution)
+        self.after = self.raster(job.after, "after", extent, resolution)
         self.extent = None
         if job.extent is not None and self.before.export is None:
             crs = _crs_of(job.before)

@@ -193,3 +193,34 @@ def test_detect_uses_an_exported_web_tile_layer(mt, tiny_run, demo_scene, xyz_ti
     assert (ds.RasterXSize, ds.RasterYSize) == (ref.RasterXSize, ref.RasterYSize)
     assert ds.GetGeoTransform() == pytest.approx(ref.GetGeoTransform())
     assert not Path(exported).exists()  # the temporary export is gone
+
+
+def test_web_tiles_paired_with_a_file_need_no_extent_or_resolution(mt, demo_scene, xyz_tiles, project, tmp_path):
+    """The dock has no resolution box: a web *after* layer is exported on the file's extent at its detail."""
+    from qgis.core import QgsCoordinateTransform, QgsRasterLayer, QgsRectangle
+
+    before = QgsRasterLayer(str(demo_scene.before), "before", "gdal")
+    after = QgsRasterLayer(xyz_tiles.uri, "after (web)", "wms")
+    assert after.isValid()
+    job = mt.settings.DetectJob(before=before, after=after, model="/no/model/needed", out_raster=str(tmp_path / "changes.tif"))
+    task = mt.tasks.DetectTask(job, project=project)
+    try:
+        export = task.after.export
+        assert task.before.export is None and export is not None and export.crs == after.crs()
+        # the export covers the before image, and has about its 256 x 256 pixels (0.5 m in UTM)
+        ct = QgsCoordinateTransform(before.crs(), after.crs(), project.transformContext())
+        wanted = ct.transformBoundingBox(QgsRectangle(before.extent()))
+        assert export.extent.contains(QgsRectangle(wanted.xMinimum() + 1, wanted.yMinimum() + 1,
+                                                   wanted.xMaximum() - 1, wanted.yMaximum() - 1))
+        assert abs(export.width - 256) <= 12 and abs(export.height - 256) <= 12
+        assert task.extent is None  # the engine still works on the whole before image
+    finally:
+        task.temp.cleanup()
+
+    labels = mt.layers.QgsVectorLayer(f"{demo_scene.labels}|layername=labels", "labels", "ogr")
+    train = mt.tasks.TrainTask(mt.settings.TrainJob(before=before, after=after, labels=labels, out_dir=str(tmp_path / "run")),
+                               project=project)
+    try:
+        assert train.after.export is not None and 0 < train.after.export.width <= 270
+    finally:
+        train.temp.cleanup()
