@@ -97,6 +97,11 @@ def local_raster_path(layer: QgsRasterLayer) -> str | None:
     path = parts.get("path") or layer.source()
     if parts.get("layerName"):  # a table of a GeoPackage etc.: not a plain file path
         return None
+    provider = layer.dataProvider()
+    if provider is not None and layer.crs() != provider.crs():
+        # The user assigned a CRS in QGIS (a file without one, or a wrong one): the engine
+        # would read the file's own; export it so the GeoTIFF carries the layer's CRS.
+        return None
     return path if path and os.path.isfile(path) else None
 
 

@@ -206,3 +206,30 @@ def test_captions_layer_places_chips_on_the_grid(mt, demo_scene):
 
     assert layer.fields().names() == list(CHIP_CAPTION_FIELDS)
     assert layer.labelsEnabled()
+
+
+def test_a_crs_assigned_in_qgis_reaches_the_engine(mt, demo_scene, tmp_path):
+    """A GeoTIFF without a CRS that the user gave one in QGIS must not go to the engine CRS-less."""
+    from osgeo import osr
+    from qgis.core import QgsCoordinateReferenceSystem, QgsRasterLayer
+
+    src = gdal.Open(str(demo_scene.before))
+    bare = tmp_path / "no-crs.tif"
+    copy = gdal.GetDriverByName("GTiff").Create(str(bare), src.RasterXSize, src.RasterYSize, src.RasterCount,
+                                                src.GetRasterBand(1).DataType)
+    copy.SetGeoTransform(src.GetGeoTransform())  # no SetProjection: a file without a CRS
+    for i in range(1, src.RasterCount + 1):
+        copy.GetRasterBand(i).WriteArray(src.GetRasterBand(i).ReadAsArray())
+    copy = None
+    layer = QgsRasterLayer(str(bare), "no crs", "gdal")
+    assert layer.isValid() and not layer.dataProvider().crs().isValid()
+    layer.setCrs(QgsCoordinateReferenceSystem("EPSG:32636"))
+    assert mt.layers.local_raster_path(layer) is None
+    with mt.layers.TempFolder() as temp:
+        prepared = mt.layers.prepare_raster(layer, temp, "before")
+        out = gdal.Open(prepared.ensure())
+        assert osr.SpatialReference(out.GetProjection()).GetAuthorityCode(None) == "32636"
+        assert out.GetGeoTransform() == pytest.approx(src.GetGeoTransform())
+        assert np.array_equal(out.ReadAsArray(), src.ReadAsArray())
+        out = None
+    assert QgsRasterLayer(str(bare), "again", "gdal").dataProvider().crs().isValid() is False  # the file is untouched
