@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "masktalk"
 INCLUDE = ["metadata.txt", "__init__.py", "LICENSE", "README.md", "requirements.txt", "plugin", "engine", "resources"]
-EXCLUDED_DIRS = {"__pycache__", ".pytest_cache", ".git", ".venv", ".venv-qgis", "tests"}
+EXCLUDED_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".ipynb_checkpoints", ".git", ".venv", ".venv-qgis", "tests"}
 EXCLUDED_SUFFIXES = {".pyc", ".pyo", ".pt", ".pth", ".safetensors", ".ckpt", ".onnx", ".zip"}
 MAX_BYTES = 20 * 1024 * 1024
 
