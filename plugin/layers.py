@@ -490,6 +490,26 @@ def raster_grid(path: str | Path) -> Grid:
     return Grid(layer.crs(), ext.xMinimum(), ext.yMaximum(), ext.width() / layer.width(), layer.width(), layer.height())
 
 
+def class_raster_source(layer: "QgsRasterLayer | str | Path") -> tuple[str, Grid] | None:
+    """The file of a class-raster layer and its grid in the *layer's* CRS, or None.
+
+    Captioning reads only pixel values, so the file is used as it is even when the user
+    assigned the layer another CRS in QGIS; the chip footprints are placed with the CRS
+    the layer shows (a path gives the file's own grid). None when the layer is not a
+    plain local file.
+    """
+    if isinstance(layer, (str, Path)):
+        return (str(layer), raster_grid(layer)) if os.path.isfile(layer) else None
+    if layer.providerType() != "gdal":
+        return None
+    parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
+    path = parts.get("path") or layer.source()
+    if parts.get("layerName") or not (path and os.path.isfile(path)):
+        return None
+    grid = raster_grid(path)
+    return path, Grid(layer.crs(), grid.x0, grid.y0, grid.res, grid.width, grid.height)
+
+
 # -- outputs -------------------------------------------------------------------------------
 def paletted_renderer(layer: QgsRasterLayer, schema, band: int = 1, show_no_change: bool = False) -> QgsPalettedRasterRenderer:
     """A paletted renderer with the schema's class colours (no change transparent by default)."""

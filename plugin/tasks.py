@@ -289,11 +289,10 @@ class CaptionTask(EngineTask):
             self.grid = L.label_grid(job.labels, job.reference, job.resolution, self.project)
             self.label_path = str(L.rasterize_labels(job.labels, job.class_field, schema, self.grid, self.temp.file("labels.tif")))
         else:
-            prepared = self.raster(job.labels, "labels")
-            if prepared.export is not None:
+            source = L.class_raster_source(job.labels)
+            if source is None:
                 raise L.LayerProblem("labels: a class raster must be a file (GeoTIFF or PNG), not a rendered service")
-            self.label_path = str(prepared.path)
-            self.grid = L.raster_grid(self.label_path)
+            self.label_path, self.grid = source
 
     def execute(self) -> dict:
         result = self.engine("caption", self.job.engine_args(self.label_path))

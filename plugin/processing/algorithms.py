@@ -239,11 +239,10 @@ class CaptionLabelsAlgorithm(EngineAlgorithm):
                 self.grid = L.label_grid(layer, reference, self.optional_double(parameters, "RESOLUTION", context), context.project())
                 self.label_path = str(L.rasterize_labels(layer, self.job.class_field, schema, self.grid, temp.file("labels.tif")))
             else:
-                path = L.local_raster_path(layer)
-                if path is None:
+                source = L.class_raster_source(layer)
+                if source is None:
                     raise QgsProcessingException("LABELS: a class raster must be a file (GeoTIFF or PNG)")
-                self.label_path = path
-                self.grid = L.raster_grid(path)
+                self.label_path, self.grid = source
         except (L.LayerProblem, ValueError) as exc:
             self.cleanup()
             raise QgsProcessingException(str(exc)) from exc

@@ -233,3 +233,25 @@ def test_a_crs_assigned_in_qgis_reaches_the_engine(mt, demo_scene, tmp_path):
         assert np.array_equal(out.ReadAsArray(), src.ReadAsArray())
         out = None
     assert QgsRasterLayer(str(bare), "again", "gdal").dataProvider().crs().isValid() is False  # the file is untouched
+
+
+def test_a_class_raster_with_a_crs_assigned_in_qgis_is_captioned_in_that_crs(mt, demo_scene, tmp_path):
+    """Captions read only pixel values: the file is used as is, the footprints take the layer's CRS."""
+    from qgis.core import QgsCoordinateReferenceSystem, QgsRasterLayer
+
+    src = gdal.Open(str(demo_scene.truth))
+    bare = tmp_path / "truth-no-crs.tif"
+    copy = gdal.GetDriverByName("GTiff").Create(str(bare), src.RasterXSize, src.RasterYSize, 1, gdal.GDT_Byte)
+    copy.SetGeoTransform(src.GetGeoTransform())
+    copy.GetRasterBand(1).WriteArray(src.GetRasterBand(1).ReadAsArray())
+    copy = None
+    layer = QgsRasterLayer(str(bare), "truth", "gdal")
+    layer.setCrs(QgsCoordinateReferenceSystem("EPSG:32636"))
+    path, grid = mt.layers.class_raster_source(layer)
+    assert path == str(bare)
+    assert grid.crs.authid() == "EPSG:32636"
+    gt = src.GetGeoTransform()
+    assert (grid.x0, grid.y0, grid.res) == pytest.approx((gt[0], gt[3], gt[1]))
+    assert (grid.width, grid.height) == (src.RasterXSize, src.RasterYSize)
+    web = QgsRasterLayer("type=xyz&url=file:///nonexistent/{z}/{x}/{y}.png", "tiles", "wms")
+    assert mt.layers.class_raster_source(web) is None
