@@ -225,8 +225,8 @@ def seams(args, work, before, after, device) -> dict:
 
     chip = default_chip(card, 32, size_multiple(model))
     shift = chip // 2
-    a = pipeline(model, card, before, after, work / "seam_a.tif", device, args.batch_size)
-    b = pipeline(model, card, before, after, work / "seam_b.tif", device, args.batch_size, shift=shift)
+    pipeline(model, card, before, after, work / "seam_a.tif", device, args.batch_size)
+    pipeline(model, card, before, after, work / "seam_b.tif", device, args.batch_size, shift=shift)
     with rasterio.open(work / "seam_a.tif") as s:
         ca = s.read(1)
     with rasterio.open(work / "seam_b.tif") as s:

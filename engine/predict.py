@@ -48,7 +48,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .config import JobConfig, check_choice, check_positive
-from .errors import Cancelled, InputError, ModelError
+from .errors import InputError, ModelError
 from .progress import NullProgress, Progress, SubProgress
 from .schema import NODATA_CLASS, ClassSchema
 from .tiling import (

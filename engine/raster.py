@@ -208,7 +208,6 @@ class RasterPair:
             ``(before (C, h, w) float32, after (C, h, w) float32, valid (h, w) bool)``; pixels
             outside either raster or nodata in either are ``valid == False`` and 0 in both arrays.
         """
-        col, row = int(round(window.col_off)), int(round(window.row_off))
         w, h = int(round(window.width)), int(round(window.height))
         out_b = np.zeros((self.count, h, w), np.float32)
         out_a = np.zeros((self.count, h, w), np.float32)

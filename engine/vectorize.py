@@ -45,7 +45,7 @@ import numpy as np
 from .captions import CHIP_CAPTION_FIELDS, QUANTITIES, Quadruple, caption_chip, chip_caption_attributes, direction_of, quantity_of, render
 from .errors import InputError
 from .progress import NullProgress, Progress
-from .schema import NODATA_CLASS, ClassSchema
+from .schema import ClassSchema
 
 log = logging.getLogger(__name__)
 

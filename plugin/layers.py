@@ -42,7 +42,6 @@ from qgis.core import (
     QgsGeometry,
     QgsLayerTreeGroup,
     QgsPalettedRasterRenderer,
-    QgsPalLayerSettings,
     QgsProject,
     QgsProviderRegistry,
     QgsRasterFileWriter,
@@ -53,7 +52,6 @@ from qgis.core import (
     QgsRendererCategory,
     QgsVectorFileWriter,
     QgsVectorLayer,
-    QgsVectorLayerSimpleLabeling,
 )
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor

@@ -92,6 +92,33 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802
         return type(self)()
 
+    # -- the Processing life cycle: temp folder made in prepare, removed after process --
+    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        """Main thread: read the parameters and prepare layers (:meth:`prepare`)."""
+        self.new_temp()
+        try:
+            self.prepare(parameters, context, feedback)
+        except (L.LayerProblem, ValueError) as exc:
+            self.cleanup()
+            raise QgsProcessingException(str(exc)) from exc
+        except BaseException:
+            self.cleanup()
+            raise
+        return True
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        """Worker thread: run the engine (:meth:`process`); the temp folder goes either way."""
+        try:
+            return self.process(parameters, context, feedback)
+        finally:
+            self.cleanup()
+
+    def prepare(self, parameters, context, feedback) -> None:
+        raise NotImplementedError
+
+    def process(self, parameters, context, feedback) -> dict:
+        raise NotImplementedError
+
     # -- helpers -----------------------------------------------------------------------------
     def add_schema_parameters(self) -> None:
         self.addParameter(QgsProcessingParameterEnum("PRESET", "Class schema preset", options=list(PRESETS), defaultValue=0))
@@ -217,60 +244,48 @@ class CaptionLabelsAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination("JSON", "Captions as JSON", "JSON files (*.json)", optional=True, createByDefault=False))
         self.addOutput(QgsProcessingOutputNumber("CHIPS", "Captioned chips"))
 
-    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        temp = self.new_temp()
-        try:
-            layer = self.parameterAsLayer(parameters, "LABELS", context)
-            if layer is None:
-                raise QgsProcessingException("LABELS: no layer given")
-            preset, schema_path = self.schema_values(parameters, context)
-            self.job = CaptionJob(
-                labels=layer,
-                preset=preset,
-                schema_path=schema_path,
-                class_field=self.parameterAsString(parameters, "CLASS_FIELD", context) or "class",
-                chip=self.parameterAsInt(parameters, "CHIP", context) or None,
-                seed=self.parameterAsInt(parameters, "SEED", context),
-                label_map=self.parameterAsString(parameters, "LABEL_MAP", context),
-            )
-            if isinstance(layer, QgsVectorLayer):
-                reference = self.parameterAsRasterLayer(parameters, "REFERENCE", context)
-                schema = load_schema(preset, schema_path)
-                self.grid = L.label_grid(layer, reference, self.optional_double(parameters, "RESOLUTION", context), context.project())
-                self.label_path = str(L.rasterize_labels(layer, self.job.class_field, schema, self.grid, temp.file("labels.tif")))
-            else:
-                source = L.class_raster_source(layer)
-                if source is None:
-                    raise QgsProcessingException("LABELS: a class raster must be a file (GeoTIFF or PNG)")
-                self.label_path, self.grid = source
-        except (L.LayerProblem, ValueError) as exc:
-            self.cleanup()
-            raise QgsProcessingException(str(exc)) from exc
-        except BaseException:
-            self.cleanup()
-            raise
-        return True
+    def prepare(self, parameters, context, feedback) -> None:
+        layer = self.parameterAsLayer(parameters, "LABELS", context)
+        if layer is None:
+            raise QgsProcessingException("LABELS: no layer given")
+        preset, schema_path = self.schema_values(parameters, context)
+        self.job = CaptionJob(
+            labels=layer,
+            preset=preset,
+            schema_path=schema_path,
+            class_field=self.parameterAsString(parameters, "CLASS_FIELD", context) or "class",
+            chip=self.parameterAsInt(parameters, "CHIP", context) or None,
+            seed=self.parameterAsInt(parameters, "SEED", context),
+            label_map=self.parameterAsString(parameters, "LABEL_MAP", context),
+        )
+        if isinstance(layer, QgsVectorLayer):
+            reference = self.parameterAsRasterLayer(parameters, "REFERENCE", context)
+            schema = load_schema(preset, schema_path)
+            self.grid = L.label_grid(layer, reference, self.optional_double(parameters, "RESOLUTION", context), context.project())
+            self.label_path = str(L.rasterize_labels(layer, self.job.class_field, schema, self.grid, self.temp.file("labels.tif")))
+        else:
+            source = L.class_raster_source(layer)
+            if source is None:
+                raise QgsProcessingException("LABELS: a class raster must be a file (GeoTIFF or PNG)")
+            self.label_path, self.grid = source
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        try:
-            result = self.run_engine("caption", self.job.engine_args(self.label_path), feedback)
-            chips = result.get("json") or []
-            fields = L.caption_fields()
-            sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, fields, QgsWkbTypes.Polygon, self.grid.crs)
-            if sink is None:
-                raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
-            for f in L.caption_features(chips, self.grid, fields, self.job.chip):
-                sink.addFeature(f, QgsFeatureSink.FastInsert)
-            outputs = {"OUTPUT": dest, "CHIPS": len(chips)}
-            json_path = self.parameterAsFileOutput(parameters, "JSON", context)
-            if json_path:
-                import json
+    def process(self, parameters, context, feedback) -> dict:
+        result = self.run_engine("caption", self.job.engine_args(self.label_path), feedback)
+        chips = result.get("json") or []
+        fields = L.caption_fields()
+        sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, fields, QgsWkbTypes.Polygon, self.grid.crs)
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
+        for f in L.caption_features(chips, self.grid, fields, self.job.chip):
+            sink.addFeature(f, QgsFeatureSink.FastInsert)
+        outputs = {"OUTPUT": dest, "CHIPS": len(chips)}
+        json_path = self.parameterAsFileOutput(parameters, "JSON", context)
+        if json_path:
+            import json
 
-                Path(json_path).write_text(json.dumps(chips, indent=2, ensure_ascii=False), encoding="utf-8")
-                outputs["JSON"] = json_path
-            return outputs
-        finally:
-            self.cleanup()
+            Path(json_path).write_text(json.dumps(chips, indent=2, ensure_ascii=False), encoding="utf-8")
+            outputs["JSON"] = json_path
+        return outputs
 
 
 class TrainChangeModelAlgorithm(EngineAlgorithm):
@@ -314,56 +329,44 @@ class TrainChangeModelAlgorithm(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputFolder("BEST", "Best checkpoint"))
         self.addOutput(QgsProcessingOutputFolder("LAST", "Last checkpoint"))
 
-    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        temp = self.new_temp()
-        try:
-            labels = self.parameterAsVectorLayer(parameters, "LABELS", context)
-            if labels is None:
-                raise QgsProcessingException("LABELS: no polygon layer given")
-            extent = QgsReferencedRectangle(labels.extent(), labels.crs())
-            resolution = self.optional_double(parameters, "RESOLUTION", context)
-            self.before = self.raster(parameters, "BEFORE", context, extent, resolution)
-            self.after = self.raster(parameters, "AFTER", context, extent, resolution)
-            class_field = self.parameterAsString(parameters, "CLASS_FIELD", context) or "class"
-            self.labels = L.export_vector(labels, temp, "labels")
-            aoi = self.parameterAsVectorLayer(parameters, "AOI", context)
-            self.aoi = L.export_vector(aoi, temp, "aoi") if aoi is not None else None
-            preset, schema_path = self.schema_values(parameters, context)
-            self.job = TrainJob(
-                before=None,
-                after=None,
-                labels=None,
-                out_dir=self.parameterAsString(parameters, "OUTPUT", context),
-                class_field=class_field,
-                preset=preset,
-                schema_path=schema_path,
-                backbone=BACKBONES[self.parameterAsEnum(parameters, "BACKBONE", context)],
-                weights=self.parameterAsFile(parameters, "WEIGHTS", context) or None,
-                text_encoder=self.parameterAsString(parameters, "TEXT_ENCODER", context) or None,
-                stage1_epochs=self.optional_int(parameters, "STAGE1_EPOCHS", context),
-                stage2_epochs=self.optional_int(parameters, "STAGE2_EPOCHS", context),
-                chip=self.optional_int(parameters, "CHIP", context),
-                batch_size=self.optional_int(parameters, "BATCH_SIZE", context),
-                lora_rank=self.optional_int(parameters, "LORA_RANK", context),
-                device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
-                seed=self.optional_int(parameters, "SEED", context),
-            )
-        except L.LayerProblem as exc:
-            self.cleanup()
-            raise QgsProcessingException(str(exc)) from exc
-        except BaseException:
-            self.cleanup()
-            raise
-        return True
+    def prepare(self, parameters, context, feedback) -> None:
+        labels = self.parameterAsVectorLayer(parameters, "LABELS", context)
+        if labels is None:
+            raise QgsProcessingException("LABELS: no polygon layer given")
+        extent = QgsReferencedRectangle(labels.extent(), labels.crs())
+        resolution = self.optional_double(parameters, "RESOLUTION", context)
+        self.before = self.raster(parameters, "BEFORE", context, extent, resolution)
+        self.after = self.raster(parameters, "AFTER", context, extent, resolution)
+        class_field = self.parameterAsString(parameters, "CLASS_FIELD", context) or "class"
+        self.labels = L.export_vector(labels, self.temp, "labels")
+        aoi = self.parameterAsVectorLayer(parameters, "AOI", context)
+        self.aoi = L.export_vector(aoi, self.temp, "aoi") if aoi is not None else None
+        preset, schema_path = self.schema_values(parameters, context)
+        self.job = TrainJob(
+            before=None,
+            after=None,
+            labels=None,
+            out_dir=self.parameterAsString(parameters, "OUTPUT", context),
+            class_field=class_field,
+            preset=preset,
+            schema_path=schema_path,
+            backbone=BACKBONES[self.parameterAsEnum(parameters, "BACKBONE", context)],
+            weights=self.parameterAsFile(parameters, "WEIGHTS", context) or None,
+            text_encoder=self.parameterAsString(parameters, "TEXT_ENCODER", context) or None,
+            stage1_epochs=self.optional_int(parameters, "STAGE1_EPOCHS", context),
+            stage2_epochs=self.optional_int(parameters, "STAGE2_EPOCHS", context),
+            chip=self.optional_int(parameters, "CHIP", context),
+            batch_size=self.optional_int(parameters, "BATCH_SIZE", context),
+            lora_rank=self.optional_int(parameters, "LORA_RANK", context),
+            device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+            seed=self.optional_int(parameters, "SEED", context),
+        )
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        try:
-            self.write_exports(feedback)
-            args = self.job.engine_args(str(self.before.path), str(self.after.path), self.labels, self.aoi)
-            result = self.run_engine("train", args, feedback)
-            return {"OUTPUT": result.get("run_dir") or self.job.out_dir, "BEST": result.get("best"), "LAST": result.get("last")}
-        finally:
-            self.cleanup()
+    def process(self, parameters, context, feedback) -> dict:
+        self.write_exports(feedback)
+        args = self.job.engine_args(str(self.before.path), str(self.after.path), self.labels, self.aoi)
+        result = self.run_engine("train", args, feedback)
+        return {"OUTPUT": result.get("run_dir") or self.job.out_dir, "BEST": result.get("best"), "LAST": result.get("last")}
 
 
 class DetectChangesAlgorithm(EngineAlgorithm):
@@ -397,56 +400,44 @@ class DetectChangesAlgorithm(EngineAlgorithm):
             QgsProcessingParameterFileDestination("VECTORS", "Change polygons and captions", "GeoPackage (*.gpkg)", optional=True, createByDefault=False)
         )
 
-    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        self.new_temp()
-        try:
-            extent = None
-            if parameters.get("EXTENT"):
-                rect = self.parameterAsExtent(parameters, "EXTENT", context)
-                crs = self.parameterAsExtentCrs(parameters, "EXTENT", context)
-                extent = QgsReferencedRectangle(rect, crs if crs.isValid() else context.project().crs())
-            resolution = self.optional_double(parameters, "RESOLUTION", context)
-            self.before = self.raster(parameters, "BEFORE", context, extent, resolution)
-            self.after = self.raster(parameters, "AFTER", context, extent, resolution)
-            self.extent = None
-            if extent is not None and self.before.export is None:
-                before_layer = self.parameterAsRasterLayer(parameters, "BEFORE", context)
-                self.extent = L.rect_tuple(L.extent_in_crs(extent, before_layer.crs(), context.project()))
-            out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-            vectors = self.parameterAsFileOutput(parameters, "VECTORS", context)
-            self.job = DetectJob(
-                before=None,
-                after=None,
-                model=self.parameterAsFile(parameters, "MODEL", context),
-                out_raster=out,
-                out_vectors=vectors or "",
-                chip=self.optional_int(parameters, "CHIP", context),
-                overlap=self.optional_int(parameters, "OVERLAP", context),
-                batch_size=self.optional_int(parameters, "BATCH_SIZE", context),
-                device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
-            )
-        except L.LayerProblem as exc:
-            self.cleanup()
-            raise QgsProcessingException(str(exc)) from exc
-        except BaseException:
-            self.cleanup()
-            raise
-        return True
+    def prepare(self, parameters, context, feedback) -> None:
+        extent = None
+        if parameters.get("EXTENT"):
+            rect = self.parameterAsExtent(parameters, "EXTENT", context)
+            crs = self.parameterAsExtentCrs(parameters, "EXTENT", context)
+            extent = QgsReferencedRectangle(rect, crs if crs.isValid() else context.project().crs())
+        resolution = self.optional_double(parameters, "RESOLUTION", context)
+        self.before = self.raster(parameters, "BEFORE", context, extent, resolution)
+        self.after = self.raster(parameters, "AFTER", context, extent, resolution)
+        self.extent = None
+        if extent is not None and self.before.export is None:
+            before_layer = self.parameterAsRasterLayer(parameters, "BEFORE", context)
+            self.extent = L.rect_tuple(L.extent_in_crs(extent, before_layer.crs(), context.project()))
+        out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        vectors = self.parameterAsFileOutput(parameters, "VECTORS", context)
+        self.job = DetectJob(
+            before=None,
+            after=None,
+            model=self.parameterAsFile(parameters, "MODEL", context),
+            out_raster=out,
+            out_vectors=vectors or "",
+            chip=self.optional_int(parameters, "CHIP", context),
+            overlap=self.optional_int(parameters, "OVERLAP", context),
+            batch_size=self.optional_int(parameters, "BATCH_SIZE", context),
+            device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+        )
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        try:
-            self.write_exports(feedback)
-            args = self.job.engine_args(str(self.before.path), str(self.after.path), self.extent)
-            result = self.run_engine("predict", args, feedback)
-            outputs: dict[str, Any] = {"OUTPUT": result.get("raster") or self.job.out_raster}
-            if context.willLoadLayerOnCompletion(self.job.out_raster):
-                schema = model_schema(self.job.model, self.job.preset, self.job.schema_path)
-                context.layerToLoadOnCompletionDetails(self.job.out_raster).setPostProcessor(StyleChangeRaster(schema))
-            if self.job.out_vectors:
-                outputs["VECTORS"] = result.get("vectors") or self.job.out_vectors
-            return outputs
-        finally:
-            self.cleanup()
+    def process(self, parameters, context, feedback) -> dict:
+        self.write_exports(feedback)
+        args = self.job.engine_args(str(self.before.path), str(self.after.path), self.extent)
+        result = self.run_engine("predict", args, feedback)
+        outputs: dict[str, Any] = {"OUTPUT": result.get("raster") or self.job.out_raster}
+        if context.willLoadLayerOnCompletion(self.job.out_raster):
+            schema = model_schema(self.job.model, self.job.preset, self.job.schema_path)
+            context.layerToLoadOnCompletionDetails(self.job.out_raster).setPostProcessor(StyleChangeRaster(schema))
+        if self.job.out_vectors:
+            outputs["VECTORS"] = result.get("vectors") or self.job.out_vectors
+        return outputs
 
 
 __all__ = ["CaptionLabelsAlgorithm", "TrainChangeModelAlgorithm", "DetectChangesAlgorithm"]
