@@ -9,13 +9,14 @@ in a chip, one *quadruple* is extracted:
   *west* / *centre* / *east*. The two are combined into one of nine names: ``northwest``,
   ``north``, ``northeast``, ``west``, ``center``, ``east``, ``southwest``, ``south``,
   ``southeast`` (the vertical word first, centre dropped when the other axis is not centre).
-- **quantity** -- from the class's pixel count ``N`` with the paper's thresholds
-  800 / 4000 / 8000 (*a single* ``N < 800``, *a few* ``800 <= N < 4000``, *several*
-  ``4000 <= N < 8000``, *multiple* ``N >= 8000``). They are defined for a 512x512 chip and
-  are scaled by the chip's area, ``h * w / 512**2``, for any other chip. An edge chip that
-  is smaller than the nominal chip size uses its *own* height and width for both the
-  direction grid and the threshold scaling: it is described as the image it is, exactly
-  as a smaller image would be.
+- **quantity** -- from the class's pixel count ``N`` in the chip with the paper's
+  thresholds (eq. 3), in pixels of the change mask whatever the chip size: *a single*
+  ``N < 800``, *a few* ``800 <= N < 4000``, *several* ``4000 <= N < 8000``, *multiple*
+  ``N >= 8000``. An optional ``quantity_scale`` multiplies the three thresholds (default
+  1.0 = the paper); :func:`resolution_scale` gives the factor for a raster whose pixel
+  size differs from the paper's ~0.5 m imagery (1 m pixels: thresholds divided by 4). An
+  edge chip smaller than the nominal chip size uses its *own* height and width for the
+  direction grid; the quantity thresholds do not depend on the chip size.
 - **category** and **type** -- from the class schema (:mod:`engine.schema`). The schema's
   ``category`` is the plural noun (``buildings``); with the quantity *a single* the
   singular (``ChangeClass.singular``, e.g. ``building``) is used instead, so that the
@@ -28,6 +29,9 @@ with the quantity (*a single* -> ``is``). Whenever the direction is ``center`` t
 paper's neutral variant "The scene shows Q T C in the center." is used whatever template
 was drawn. Sentences start with a capital letter and end with exactly one period.
 
+For ablations (paper Table 5) :func:`render` can leave elements out (``drop``, a subset of
+:data:`ELEMENTS`); see :func:`render` for the wording of each reduced sentence.
+
 Pixels equal to :data:`engine.schema.NODATA_CLASS` (255) are ignored; any other value that
 is not a class id of the schema is an :class:`~engine.errors.InputError`.
 
@@ -38,17 +42,18 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Mapping, Sequence
+import math
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .errors import InputError
 from .schema import NODATA_CLASS, ClassSchema
 
-#: Chip side (pixels) for which the paper's quantity thresholds are defined.
-REFERENCE_CHIP = 512
-#: Pixel-count thresholds of the paper for a 512x512 chip and the quantity words.
+#: Pixel-count thresholds of the paper (eq. 3) and the quantity words.
 QUANTITY_THRESHOLDS = (800, 4000, 8000)
+#: Pixel size (m) of the paper's imagery, the reference of :func:`resolution_scale`.
+REFERENCE_PIXEL_M = 0.5
 QUANTITIES = ("a single", "a few", "several", "multiple")
 #: The nine direction names, north to south, west to east.
 DIRECTIONS = ("northwest", "north", "northeast", "west", "center", "east", "southwest", "south", "southeast")
@@ -64,6 +69,37 @@ TEMPLATES = (
 )
 #: The neutral variant used whenever the direction is ``center``.
 CENTER_TEMPLATE = "The scene shows {q} {t} {c} in the center."
+#: Table 1 without the location (``drop`` holds ``"location"``), one per template.
+NO_LOCATION_TEMPLATES = (
+    "The scene shows {q} {t} {c}.",
+    "Observing {q} {t} {c}.",
+    "{q} {t} {c} located in the scene.",
+    "{q} {t} {c} {be} visible.",
+    "There {be} {q} {t} {c}.",
+)
+#: The quadruple elements that :func:`render` can leave out (paper Table 5).
+ELEMENTS = ("quantity", "type", "category", "location")
+#: Nouns used when the category is dropped: (with the type kept, without it), singular/plural.
+NEUTRAL_NOUNS = {True: ("area", "areas"), False: ("area of change", "areas of change")}
+
+
+def check_drop(drop: Iterable[str] | str = ()) -> frozenset[str]:
+    """Validate the elements to leave out of a sentence.
+
+    Args:
+        drop: Names from :data:`ELEMENTS`; a single name may be given as a string.
+
+    Returns:
+        The names as a frozenset.
+
+    Raises:
+        InputError: a name that is not in :data:`ELEMENTS`.
+    """
+    names = (drop,) if isinstance(drop, str) else tuple(drop)
+    for name in names:
+        if name not in ELEMENTS:
+            raise InputError(f"cannot drop {name!r}: the quadruple elements are {', '.join(ELEMENTS)}")
+    return frozenset(names)
 
 
 @dataclass(frozen=True)
@@ -90,6 +126,23 @@ class Quadruple:
         """JSON-able dict with the keys of the caption command's output."""
         return asdict(self)
 
+    def key(self, drop: Iterable[str] | str = ()) -> tuple[Any, ...]:
+        """Hashable identity of the elements kept in the sentence.
+
+        The class id comes first when both type and category are kept (it names the
+        class), then the kept element values in :data:`ELEMENTS` order: quantity, type,
+        category (the noun as in the sentence, so singular with *a single*) and the
+        direction for the location. Two quadruples with equal keys are described alike
+        whatever the template; the pixel count is not part of the key.
+
+        Args:
+            drop: Elements left out, see :func:`check_drop`.
+        """
+        kept = [e for e in ELEMENTS if e not in check_drop(drop)]
+        values = {"quantity": self.quantity, "type": self.type, "category": self.category, "location": self.direction}
+        head = (self.class_id,) if "type" in kept and "category" in kept else ()
+        return head + tuple(values[e] for e in kept)
+
 
 def direction_of(row: float, col: float, height: int, width: int) -> str:
     """Direction name of a centroid on the paper's 3x3 grid.
@@ -113,23 +166,51 @@ def direction_of(row: float, col: float, height: int, width: int) -> str:
     return vertical + horizontal
 
 
-def quantity_of(pixels: int, height: int = REFERENCE_CHIP, width: int = REFERENCE_CHIP) -> str:
-    """Quantity word for a pixel count, thresholds scaled to the chip's area.
+def quantity_of(pixels: int, *, scale: float = 1.0) -> str:
+    """Quantity word for a pixel count with the paper's thresholds (eq. 3).
 
-    The thresholds 800 / 4000 / 8000 hold for a 512x512 chip; for an ``h x w`` chip each
-    is multiplied by ``h * w / 512**2`` (for 256x256: 200 / 1000 / 2000). The comparison
-    is done in integers, so a count exactly on a scaled threshold falls in the upper
-    level, as in the paper (``800 <= N`` is *a few*).
+    *a single* ``N < 800``, *a few* ``800 <= N < 4000``, *several* ``4000 <= N < 8000``,
+    *multiple* ``N >= 8000``, whatever the chip size. A count exactly on a threshold
+    falls in the upper level, as in the paper.
 
     Args:
         pixels: Pixel count N of the class in the chip.
-        height: Chip height in pixels.
-        width: Chip width in pixels.
+        scale: Factor on the three thresholds (1.0 = the paper); see
+            :func:`resolution_scale`. Keyword-only.
+
+    Raises:
+        InputError: ``scale`` is not a finite number > 0.
     """
-    area = int(height) * int(width)
-    ref = REFERENCE_CHIP * REFERENCE_CHIP
-    level = sum(1 for t in QUANTITY_THRESHOLDS if int(pixels) * ref >= t * area)
+    scale = _check_scale(scale)
+    level = sum(1 for t in QUANTITY_THRESHOLDS if int(pixels) >= t * scale)
     return QUANTITIES[level]
+
+
+def resolution_scale(pixel_size_m: float, reference_m: float = REFERENCE_PIXEL_M) -> float:
+    """Threshold factor for a raster whose pixels are not the paper's size.
+
+    An object covers ``(reference_m / pixel_size_m) ** 2`` times as many pixels at
+    ``pixel_size_m`` as at ``reference_m``; multiplying the thresholds by that keeps
+    the quantity of an object of a given ground area (1 m pixels: 0.25).
+
+    Args:
+        pixel_size_m: Ground size of the raster's pixels in metres.
+        reference_m: Pixel size the thresholds were calibrated for (paper: ~0.5 m).
+
+    Raises:
+        InputError: a size that is not a finite number > 0.
+    """
+    for name, value in (("pixel size", pixel_size_m), ("reference pixel size", reference_m)):
+        if not (isinstance(value, (int, float, np.number)) and math.isfinite(value) and value > 0):
+            raise InputError(f"{name} must be a positive number of metres, got {value!r}")
+    return (float(reference_m) / float(pixel_size_m)) ** 2
+
+
+def _check_scale(scale: float) -> float:
+    """``scale`` as a float, or :class:`InputError` if it is not finite and > 0."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or not (math.isfinite(scale) and scale > 0):
+        raise InputError(f"quantity scale must be a finite number > 0, got {scale!r}")
+    return float(scale)
 
 
 def _as_class_array(label: Any, where: str = "") -> np.ndarray:
@@ -185,13 +266,15 @@ def check_values(label: Any, schema: ClassSchema, where: str = "") -> np.ndarray
     return arr
 
 
-def quadruples(label: Any, schema: ClassSchema, where: str = "") -> list[Quadruple]:
+def quadruples(label: Any, schema: ClassSchema, where: str = "", quantity_scale: float = 1.0) -> list[Quadruple]:
     """One quadruple per change class present in a chip, sorted by class id.
 
     Args:
         label: Class raster of the chip ``(h, w)``, values = class ids, 255 ignored.
         schema: The class schema naming categories and types.
         where: File name used in error messages.
+        quantity_scale: Factor on the quantity thresholds (1.0 = the paper), see
+            :func:`quantity_of`.
 
     Returns:
         Quadruples of the change classes with at least one pixel; empty if none.
@@ -199,6 +282,7 @@ def quadruples(label: Any, schema: ClassSchema, where: str = "") -> list[Quadrup
     Raises:
         InputError: a value that is neither a class id of ``schema`` nor 255.
     """
+    quantity_scale = _check_scale(quantity_scale)
     arr = check_values(label, schema, where)
     h, w = arr.shape
     rows, cols = np.arange(h, dtype=np.int64), np.arange(w, dtype=np.int64)
@@ -210,7 +294,7 @@ def quadruples(label: Any, schema: ClassSchema, where: str = "") -> list[Quadrup
         if n == 0:
             continue
         per_col = mask.sum(axis=0, dtype=np.int64)
-        quantity = quantity_of(n, h, w)
+        quantity = quantity_of(n, scale=quantity_scale)
         out.append(
             Quadruple(
                 class_id=cls.id,
@@ -224,24 +308,59 @@ def quadruples(label: Any, schema: ClassSchema, where: str = "") -> list[Quadrup
     return out
 
 
-def render(quadruple: Quadruple, template_index: int) -> str:
+def render(quadruple: Quadruple, template_index: int, drop: Iterable[str] | str = ()) -> str:
     """The sentence of a quadruple with template ``template_index`` (0..4) of Table 1.
 
     The neutral centre variant replaces any template when the direction is ``center``.
     The result starts with a capital letter and ends with exactly one period.
+
+    ``drop`` leaves elements out for ablations (paper Table 5) and keeps the sentence
+    grammatical; the grammatical number (singular for *a single*) stays, as the noun
+    and ``is``/``are`` carry it:
+
+    - ``quantity``: the word goes; a singular noun gets ``a``/``an``
+      ("The scene shows destroyed buildings in the northeast.",
+      "The scene shows a destroyed building in the northeast.").
+    - ``type``: the word goes ("The scene shows a few buildings in the northeast.").
+    - ``category``: the neutral noun ``area``/``areas`` takes its place, or
+      ``area of change``/``areas of change`` when the type is dropped too
+      ("The scene shows a few destroyed areas in the northeast.").
+    - ``location``: the template's location-free form of :data:`NO_LOCATION_TEMPLATES`,
+      also for a ``center`` direction, so nothing tells where ("The scene shows several
+      destroyed buildings.", "Observing several destroyed buildings.", "Several destroyed
+      buildings located in the scene.", "Several destroyed buildings are visible.",
+      "There are several destroyed buildings.").
+
+    Args:
+        quadruple: The quadruple to describe.
+        template_index: Template 0..4 of :data:`TEMPLATES`.
+        drop: Elements of :data:`ELEMENTS` to leave out.
+
+    Raises:
+        ValueError: a template index outside 0..4.
+        InputError: an unknown element in ``drop``.
     """
     if not 0 <= int(template_index) < len(TEMPLATES):
         raise ValueError(f"template_index must be 0..{len(TEMPLATES) - 1}, got {template_index}")
-    template = CENTER_TEMPLATE if quadruple.direction == "center" else TEMPLATES[int(template_index)]
-    text = template.format(
-        q=quadruple.quantity,
-        t=quadruple.type,
-        c=quadruple.category,
-        d=quadruple.direction,
-        be="is" if quadruple.quantity == QUANTITIES[0] else "are",
-    )
+    dropped = check_drop(drop)
+    if "location" in dropped:
+        template = NO_LOCATION_TEMPLATES[int(template_index)]
+    else:
+        template = CENTER_TEMPLATE if quadruple.direction == "center" else TEMPLATES[int(template_index)]
+    single = quadruple.quantity == QUANTITIES[0]
+    text = template.format(**_words(quadruple, dropped, single), be="is" if single else "are")
     text = " ".join(text.split()).rstrip(". ")
     return text[:1].upper() + text[1:] + "."
+
+
+def _words(quadruple: Quadruple, dropped: frozenset[str], single: bool) -> dict[str, str]:
+    """The ``q``/``t``/``c``/``d`` words of a sentence with the ``dropped`` elements left out."""
+    t = "" if "type" in dropped else quadruple.type
+    c = quadruple.category if "category" not in dropped else NEUTRAL_NOUNS[bool(t)][0 if single else 1]
+    q = quadruple.quantity
+    if "quantity" in dropped:
+        q = ("an" if (t or c)[:1].lower() in "aeiou" else "a") if single else ""
+    return {"q": q, "t": t, "c": c, "d": "" if "location" in dropped else quadruple.direction}
 
 
 def make_rng(rng: random.Random | int | None = None) -> random.Random:
@@ -261,6 +380,8 @@ def caption_chip(
     rng: random.Random | int | None = None,
     template: int | None = None,
     where: str = "",
+    quantity_scale: float = 1.0,
+    drop: Iterable[str] | str = (),
 ) -> tuple[list[Quadruple], list[str]]:
     """Quadruples and sentences of one chip (one sample).
 
@@ -274,16 +395,20 @@ def caption_chip(
         rng: ``random.Random``, int seed, or ``None`` for an unseeded draw.
         template: Force template 0..4 instead of drawing one.
         where: File name used in error messages.
+        quantity_scale: Factor on the quantity thresholds (1.0 = the paper).
+        drop: Elements of :data:`ELEMENTS` left out of the sentences (ablation, see
+            :func:`render`); the quadruples stay complete.
 
     Returns:
         ``(quadruples, sentences)`` with ``sentences[i]`` describing ``quadruples[i]``.
     """
-    quads = quadruples(label, schema, where)
+    dropped = check_drop(drop)
+    quads = quadruples(label, schema, where, quantity_scale)
     if not quads:
         return [], []
     if template is None:
         template = make_rng(rng).randrange(len(TEMPLATES))
-    return quads, [render(q, template) for q in quads]
+    return quads, [render(q, template, dropped) for q in quads]
 
 
 def chip_windows(height: int, width: int, chip: int | None = None) -> list[dict[str, int]]:
@@ -340,6 +465,7 @@ def caption_raster_windows(
     rng: random.Random | int | None = None,
     progress: Any = None,
     where: str = "",
+    quantity_scale: float = 1.0,
 ) -> Iterator[dict[str, Any]]:
     """Caption a whole class raster chip by chip.
 
@@ -355,12 +481,14 @@ def caption_raster_windows(
         progress: Optional :class:`engine.progress.Progress`: ``check()`` and
             ``report()`` once per chip.
         where: File name used in error messages.
+        quantity_scale: Factor on the quantity thresholds (1.0 = the paper).
 
     Yields:
         For each chip with at least one change class, in raster order:
         ``{"window": {"row_off", "col_off", "height", "width"},
         "quadruples": [Quadruple.to_dict(), ...], "sentences": [str, ...]}``.
     """
+    quantity_scale = _check_scale(quantity_scale)
     arr = check_values(label_array, schema, where)
     gen = make_rng(rng)
     windows = chip_windows(arr.shape[0], arr.shape[1], chip)
@@ -368,7 +496,7 @@ def caption_raster_windows(
         if progress is not None:
             progress.check()
         r, c, h, w = win["row_off"], win["col_off"], win["height"], win["width"]
-        quads, sentences = caption_chip(arr[r : r + h, c : c + w], schema, gen, where=where)
+        quads, sentences = caption_chip(arr[r : r + h, c : c + w], schema, gen, where=where, quantity_scale=quantity_scale)
         if progress is not None:
             progress.report((i + 1) / len(windows), f"chip {i + 1}/{len(windows)}")
         if quads:

@@ -5,6 +5,8 @@
 - :class:`InfoNCELoss`: bidirectional vision-text InfoNCE (eq. 6-7), temperature 0.7, on
   cosine similarities (both features are L2-normalised first).
 - :class:`S2MLoss`: ``seg + lam * cot`` (eq. 8), ``lam = 0.5``.
+- :func:`same_quadruple_mask`: extra InfoNCE positives, chips with the same set of
+  quadruples (whatever templates worded them).
 
 Every loss is computed in float32 (safe under autocast). A batch whose pixels are all
 ignored gives a scalar zero that still carries a gradient (never NaN or an empty tensor).
@@ -12,7 +14,7 @@ ignored gives a scalar zero that still carries a gradient (never NaN or an empty
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Hashable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -152,14 +154,21 @@ class SegmentationLoss(nn.Module):
         return self.parts(logits, target)["seg"]
 
 
-def same_text_mask(captions: Sequence[str]) -> torch.Tensor:
-    """``(B, B)`` bool, True where two samples have the same caption.
+def same_quadruple_mask(quad_sets: Sequence[Iterable[Hashable]]) -> torch.Tensor:
+    """``(B, B)`` bool, True where two chips hold the same *set* of quadruple keys.
 
-    Template captions repeat (many chips say "no change"); passing this mask to
-    :class:`InfoNCELoss` treats identical captions as positives instead of negatives.
+    A chip's texts are drawn from random templates, so two chips with the same quadruples
+    (see :meth:`engine.captions.Quadruple.key`) mean the same thing however they are
+    worded; passing this mask to :class:`InfoNCELoss` makes them positives instead of
+    negatives. The order of a chip's quadruples does not matter; a chip without change
+    has the empty set, so all no-change chips of a batch are positives of each other.
+
+    Args:
+        quad_sets: One iterable of hashable quadruple keys per chip, in batch order.
     """
-    idx = {c: i for i, c in enumerate(dict.fromkeys(captions))}
-    ids = torch.tensor([idx[c] for c in captions])
+    sets = [frozenset(keys) for keys in quad_sets]
+    idx = {k: i for i, k in enumerate(dict.fromkeys(sets))}
+    ids = torch.tensor([idx[k] for k in sets], dtype=torch.long)
     return ids[:, None] == ids[None, :]
 
 
@@ -186,7 +195,7 @@ class InfoNCELoss(nn.Module):
             visual: ``(B, D)`` global visual features.
             text: ``(B, D)`` text embeddings of the same samples, same order.
             positive_mask: optional ``(B, B)`` bool of extra positives (see
-                :func:`same_text_mask`); the diagonal is always positive.
+                :func:`same_quadruple_mask`); the diagonal is always positive.
 
         Returns:
             Scalar loss ``L_cot``.

@@ -121,7 +121,7 @@ def _describe(schema: ClassSchema, class_id: int, pixels: int, row: float, col: 
     c0 = int(col // chip) * chip
     h, w = min(chip, height - r0), min(chip, width - c0)
     cls = schema[class_id]
-    quantity = quantity_of(pixels, h, w)
+    quantity = quantity_of(pixels)
     return Quadruple(
         class_id=class_id,
         category=cls.singular if quantity == QUANTITIES[0] else cls.category,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 
@@ -11,6 +12,8 @@ import pytest
 from engine.captions import (
     CENTER_TEMPLATE,
     DIRECTIONS,
+    ELEMENTS,
+    NO_LOCATION_TEMPLATES,
     QUANTITIES,
     TEMPLATES,
     Quadruple,
@@ -22,6 +25,7 @@ from engine.captions import (
     quadruples,
     quantity_of,
     render,
+    resolution_scale,
 )
 from engine.errors import InputError
 from engine.schema import NODATA_CLASS, load_preset
@@ -104,22 +108,74 @@ def test_quantity_boundaries_on_512_chip(building, pixels, expected):
     assert q.quantity == expected
 
 
+@pytest.mark.parametrize("side", [256, 512])
 @pytest.mark.parametrize(
     "pixels, expected",
-    [(199, "a single"), (200, "a few"), (999, "a few"), (1000, "several"), (1999, "several"), (2000, "multiple")],
-)
-def test_quantity_thresholds_scaled_on_256_chip(building, pixels, expected):
-    # 256x256 is a quarter of 512x512: thresholds 200 / 1000 / 2000.
-    (q,) = quadruples(first_pixels(pixels, 256, 256), building)
-    assert q.quantity == expected
+    [(500, "a single"), (799, "a single"), (800, "a few"), (3999, "a few"), (4000, "several"),
+     (7999, "several"), (8000, "multiple")],
+)  # fmt: skip
+def test_quantity_thresholds_are_pixels_whatever_the_chip_size(building, side, pixels, expected):
+    # Eq. 3 counts pixels of the change mask: a 256x256 chip has the 512x512 thresholds.
+    (q,) = quadruples(first_pixels(pixels, side, side), building)
+    assert (q.pixels, q.quantity) == (pixels, expected)
 
 
-def test_quantity_of_scales_by_area_of_non_square_chip():
-    # 100x200 chip: 800 * 20000 / 262144 = 61.04 -> 61 is a single, 62 a few.
-    assert quantity_of(61, 100, 200) == "a single"
-    assert quantity_of(62, 100, 200) == "a few"
-    assert quantity_of(799) == "a single" and quantity_of(800) == "a few"  # default: 512x512
-    assert [quantity_of(n, 1024, 1024) for n in (3199, 3200, 16000, 32000)] == ["a single", "a few", "several", "multiple"]
+def test_quantity_of_has_no_chip_size():
+    assert [quantity_of(n) for n in (0, 799, 800, 3999, 4000, 7999, 8000, 10**7)] == [
+        "a single", "a single", "a few", "a few", "several", "several", "multiple", "multiple"
+    ]  # fmt: skip
+    with pytest.raises(TypeError):
+        quantity_of(800, 256, 256)  # the old (pixels, height, width) form fails loudly
+    with pytest.raises(TypeError):
+        quantity_of(800, 0.25)  # scale is keyword-only: a stray height is no silent scale
+
+
+def test_quantity_scale_multiplies_the_thresholds(building):
+    assert quantity_of(500) == "a single" and quantity_of(500, scale=0.25) == "a few"
+    assert [quantity_of(n, scale=0.25) for n in (199, 200, 999, 1000, 1999, 2000)] == [
+        "a single", "a few", "a few", "several", "several", "multiple"
+    ]  # fmt: skip
+    assert quantity_of(8000, scale=2.0) == "several" and quantity_of(16000, scale=2.0) == "multiple"
+    (q,) = quadruples(first_pixels(500, 256, 256), building, quantity_scale=0.25)
+    assert (q.quantity, q.category) == ("a few", "buildings")
+    quads, sentences = caption_chip(first_pixels(500, 256, 256), building, template=0, quantity_scale=0.25)
+    assert quads == [q] and "a few changed buildings" in sentences[0]
+    for bad in (0, -1.0, float("nan"), float("inf"), "1", True):
+        with pytest.raises(InputError, match="quantity scale"):
+            quantity_of(10, scale=bad)
+    with pytest.raises(InputError, match="quantity scale"):
+        quadruples(first_pixels(5, 8, 8), building, quantity_scale=0)
+
+
+def test_resolution_scale():
+    assert resolution_scale(0.5) == 1.0
+    assert resolution_scale(1.0) == 0.25  # 4x fewer pixels per object: thresholds / 4
+    assert resolution_scale(0.25) == 4.0
+    assert resolution_scale(2.0, reference_m=1.0) == 0.25
+    assert quantity_of(200, scale=resolution_scale(1.0)) == "a few"  # 200 px at 1 m = 800 px at 0.5 m
+    for bad in (0, -0.5, float("nan"), None):
+        with pytest.raises(InputError, match="pixel size"):
+            resolution_scale(bad)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.25])
+def test_caption_chip_and_raster_windows_agree(gaza, scale):
+    label = np.zeros((600, 520), np.uint8)  # 256 chips, edge chips 88 rows / 8 cols
+    label[10:40, 10:40] = 1  # 900 px
+    label[100:200, 150:250] = 2  # 10000 px
+    label[300:360, 300:400] = 5  # 6000 px
+    label[520:600, 100:140] = 3  # 3200 px in an edge chip
+    label[250:262, 512:520] = 4  # 96 px across two edge chips
+    chips = list(caption_raster_windows(label, gaza, chip=256, rng=7, quantity_scale=scale))
+    gen = random.Random(7)
+    expected = []
+    for win in chip_windows(*label.shape, 256):
+        r, c, h, w = win["row_off"], win["col_off"], win["height"], win["width"]
+        quads, sentences = caption_chip(label[r : r + h, c : c + w], gaza, gen, quantity_scale=scale)
+        if quads:
+            expected.append({"window": win, "quadruples": [q.to_dict() for q in quads], "sentences": sentences})
+    assert chips == expected and len(chips) == 5
+    assert {q["quantity"] for x in chips for q in x["quadruples"]} >= {"a single", "a few", "multiple"}
 
 
 def test_edge_chip_uses_its_own_size(building):
@@ -131,8 +187,7 @@ def test_edge_chip_uses_its_own_size(building):
     assert chips[0]["window"] == {"row_off": 256, "col_off": 256, "height": 44, "width": 44}
     q = chips[0]["quadruples"][0]
     assert q["direction"] == "northwest"  # grid of the 44x44 chip
-    # 44*44/512^2 scales 8000 to 59: 100 px is "multiple" here (it would be "a single" on 256x256).
-    assert q["quantity"] == "multiple"
+    assert q["quantity"] == "a single"  # thresholds are pixels: no scaling to the small chip
 
 
 # ----------------------------------------------------------------------------- quadruples
@@ -140,13 +195,13 @@ def test_edge_chip_uses_its_own_size(building):
 
 def test_multi_class_chip_sorted_by_id_with_sentences_aligned(gaza):
     label = np.zeros((256, 256), np.uint8)
-    label[200:250, 200:250] = 5  # south-east, 2500 px: multiple
+    label[200:250, 200:250] = 5  # south-east, 2500 px: a few
     label[10:20, 10:20] = 1  # north-west, 100 px: a single
-    label[100:150, 20:60] = 3  # west, 2000 px: multiple
+    label[100:150, 20:60] = 3  # west, 2000 px: a few
     quads, sentences = caption_chip(label, gaza, rng=0)
     assert [q.class_id for q in quads] == [1, 3, 5]
     assert [(q.direction, q.quantity, q.pixels) for q in quads] == [
-        ("northwest", "a single", 100), ("west", "multiple", 2000), ("southeast", "multiple", 2500)
+        ("northwest", "a single", 100), ("west", "a few", 2000), ("southeast", "a few", 2500)
     ]  # fmt: skip
     assert len(sentences) == 3
     for q, s in zip(quads, sentences):
@@ -246,6 +301,111 @@ def test_render_rejects_unknown_template():
         render(quad(), 5)
 
 
+# ----------------------------------------------------------------------------- ablation
+
+
+def words(s: str) -> list[str]:
+    return re.findall(r"[a-z]+", s.lower())
+
+
+@pytest.mark.parametrize("template", range(5))
+@pytest.mark.parametrize("element", ELEMENTS)
+@pytest.mark.parametrize("direction", ["northeast", "center"])
+@pytest.mark.parametrize("quantity", QUANTITIES)
+def test_dropping_one_element_leaves_it_out_of_every_template(template, element, direction, quantity):
+    category = "building" if quantity == "a single" else "buildings"
+    q = quad(direction=direction, quantity=quantity, category=category)
+    s = render(q, template, drop=(element,))
+    assert s and SENTENCE.match(s) and s.count(".") == 1 and "  " not in s, s
+    dropped = {"quantity": quantity, "type": "destroyed", "category": category, "location": direction}[element]
+    w = words(s)
+    assert not any(w[i : i + len(dropped.split())] == dropped.split() for i in range(len(w))), s
+    for other in set(ELEMENTS) - {element}:  # the others stay
+        kept = {"quantity": quantity, "type": "destroyed", "category": category, "location": direction}[other]
+        assert kept in s.lower(), (other, s)
+    if quantity == "a single" and element != "quantity":
+        assert " are " not in s and not s.startswith("There are")
+
+
+def test_drop_location_forms():
+    q = quad(quantity="several")
+    assert [render(q, i, drop=("location",)) for i in range(5)] == [
+        "The scene shows several destroyed buildings.",
+        "Observing several destroyed buildings.",
+        "Several destroyed buildings located in the scene.",
+        "Several destroyed buildings are visible.",
+        "There are several destroyed buildings.",
+    ]
+    assert len(NO_LOCATION_TEMPLATES) == len(TEMPLATES)
+    # nothing tells where, not even the centre variant
+    assert {render(quad(direction=d), 2, drop="location") for d in DIRECTIONS} == {"A few destroyed buildings located in the scene."}
+    single = quad(quantity="a single", category="building")
+    assert render(single, 3, drop=["location"]) == "A single destroyed building is visible."
+    assert render(single, 4, drop=["location"]) == "There is a single destroyed building."
+
+
+def test_drop_quantity_type_category_forms():
+    q = quad()
+    assert render(q, 0, drop=("quantity",)) == "The scene shows destroyed buildings in the northeast."
+    assert render(q, 2, drop=("quantity",)) == "Destroyed buildings located in the northeast."
+    assert render(q, 4, drop=("quantity",)) == "There are destroyed buildings in the northeast region."
+    single = quad(quantity="a single", category="building")
+    assert render(single, 0, drop=("quantity",)) == "The scene shows a destroyed building in the northeast."
+    assert render(single, 3, drop=("quantity", "type")) == "In the northeast, a building is visible."
+    field = quad(quantity="a single", category="agricultural field")
+    assert render(field, 4, drop=("quantity", "type")) == "There is an agricultural field in the northeast region."
+    assert render(q, 1, drop=("type",)) == "Observing a few buildings towards the northeast."
+    assert render(q, 0, drop=("category",)) == "The scene shows a few destroyed areas in the northeast."
+    assert render(single, 3, drop=("category",)) == "In the northeast, a single destroyed area is visible."
+    assert render(q, 0, drop=("type", "category")) == "The scene shows a few areas of change in the northeast."
+    assert render(quad(direction="center"), 3, drop=("type",)) == "The scene shows a few buildings in the center."
+    assert render(q, 0, drop=ELEMENTS) == "The scene shows areas of change."
+    assert render(single, 2, drop=ELEMENTS) == "An area of change located in the scene."
+    assert render(q, 0, drop=()) == render(q, 0)
+
+
+@pytest.mark.parametrize("template", range(5))
+@pytest.mark.parametrize("drop", [d for n in range(5) for d in itertools.combinations(ELEMENTS, n)])
+def test_every_combination_is_a_clean_sentence(template, drop):
+    for q in (quad(), quad(quantity="a single", category="building"), quad(direction="center", quantity="multiple")):
+        s = render(q, template, drop=drop)
+        assert SENTENCE.match(s) and "  " not in s and " ," not in s, (drop, s)
+
+
+def test_drop_is_validated_naming_the_bad_element(building):
+    with pytest.raises(InputError, match="'colour'"):
+        render(quad(), 0, drop=("location", "colour"))
+    with pytest.raises(InputError, match="'where'"):
+        caption_chip(np.zeros((8, 8), np.uint8), building, drop=("where",))  # even without change
+
+
+def test_caption_chip_threads_drop(gaza):
+    label = np.zeros((90, 90), np.uint8)
+    label[:10, :10] = 1
+    label[-10:, -10:] = 2
+    full, sentences = caption_chip(label, gaza, template=0)
+    quads, reduced = caption_chip(label, gaza, template=0, drop=("location", "quantity"))
+    assert quads == full  # the quadruples stay complete
+    assert reduced == ["The scene shows a destroyed building.", "The scene shows a newly built building."]
+    assert caption_chip(label, gaza, rng=3, drop="type") == (full, [render(q, random.Random(3).randrange(5), "type") for q in full])
+
+
+def test_quadruple_key_keeps_the_kept_elements():
+    q = quad()
+    assert q.key() == (1, "a few", "destroyed", "buildings", "northeast")
+    assert q.key(("location",)) == (1, "a few", "destroyed", "buildings")
+    assert q.key(("type",)) == ("a few", "buildings", "northeast")  # no class id: it would tell the type
+    assert q.key(("category", "quantity")) == ("destroyed", "northeast")
+    assert q.key(ELEMENTS) == ()
+    assert hash(q.key()) == hash(quad().key())
+    assert quad(direction="north").key() != q.key() and quad(direction="north").key("location") == q.key("location")
+    other = Quadruple(2, "buildings", "newly built", "northeast", "a few", 1000)
+    assert other.key(("type",)) == q.key(("type",)) and other.key() != q.key()
+    assert Quadruple(1, "buildings", "destroyed", "northeast", "a few", 3000).key() == q.key()  # pixels are no element
+    with pytest.raises(InputError, match="'size'"):
+        q.key(("size",))
+
+
 def test_forced_template_and_one_template_per_chip(gaza):
     label = np.zeros((90, 90), np.uint8)
     label[:10, :10] = 1
@@ -294,8 +454,8 @@ def test_caption_raster_windows_skips_chips_without_change(gaza):
     chips = list(caption_raster_windows(label, gaza, chip=64, rng=0))
     assert [c["window"] for c in chips] == [{"row_off": 64, "col_off": 0, "height": 64, "width": 64}]
     (q,) = chips[0]["quadruples"]
-    assert q == {"class_id": 4, "category": "agricultural fields", "type": "destroyed", "direction": "northwest",
-                 "quantity": "several", "pixels": 100}  # fmt: skip  (64x64 chip: 12.5 / 62.5 / 125)
+    assert q == {"class_id": 4, "category": "agricultural field", "type": "destroyed", "direction": "northwest",
+                 "quantity": "a single", "pixels": 100}  # fmt: skip
     assert chips[0]["sentences"][0].endswith(".")
 
 
@@ -359,7 +519,7 @@ def test_chip_caption_attributes_are_readable_and_complete(gaza):
     assert attrs["caption"] == " ".join(sentences)
     assert attrs["classes"] == "destroyed buildings; newly established refugee camp"
     assert attrs["directions"] == "northeast; center"
-    assert attrs["quantities"] == "multiple; a single"  # 2000 px >= 8000 * 256² / 512²
+    assert attrs["quantities"] == "a few; a single"  # 800 <= 2000 < 4000 on a 256x256 chip too
     assert attrs["changed_pixels"] == 2100
     assert json.loads(attrs["quadruples"]) == [q.to_dict() for q in quads]
     assert chip_caption_attributes(0, 0, [q.to_dict() for q in quads], sentences) == {**attrs, "chip_row": 0, "chip_col": 0}

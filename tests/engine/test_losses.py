@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.losses import InfoNCELoss, S2MLoss, SegmentationLoss, dice_loss, focal_loss, lovasz_softmax, same_text_mask
+from engine.captions import Quadruple, render
+from engine.losses import InfoNCELoss, S2MLoss, SegmentationLoss, dice_loss, focal_loss, lovasz_softmax, same_quadruple_mask
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -144,20 +145,48 @@ def test_infonce_is_symmetric_and_minimal_when_pairs_match():
     assert matched < loss(feats, torch.randn(3, 5)).item()
 
 
-def test_infonce_same_caption_positives():
-    captions = ["no change", "two buildings destroyed", "no change"]
-    mask = same_text_mask(captions)
-    assert mask.tolist() == [[True, False, True], [False, True, False], [True, False, True]]
-    v = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
-    t = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
-    plain = InfoNCELoss()(v, t)
-    with_mask = InfoNCELoss()(v, t, positive_mask=mask)
-    assert with_mask.item() < plain.item()
-    # by hand: samples 0 and 2 count both "no change" texts as positives
-    s = (v @ t.T / 0.7).numpy()
-    row = lambda i, pos: -(math.log(sum(math.exp(s[i, j]) for j in pos)) - math.log(np.exp(s[i]).sum()))  # noqa: E731
-    expect = np.mean([row(0, [0, 2]), row(1, [1]), row(2, [0, 2])])  # s is symmetric here
-    assert with_mask.item() == pytest.approx(expect, rel=1e-6)
+def _q(class_id=1, direction="northeast", quantity="a few"):
+    return Quadruple(class_id, "buildings", "destroyed", direction, quantity, 1000)
+
+
+def test_same_quadruple_mask_compares_sets_of_keys():
+    a, b = _q(1), _q(2, "south", "several")
+    chips = [[a, b], [b, a], [_q(1, "north")], [], [], [a]]
+    # two templates, same quadruples: the texts differ, the mask says positive
+    assert render(a, 0) != render(a, 3)
+    mask = same_quadruple_mask([[q.key() for q in chip] for chip in chips])
+    assert mask.dtype == torch.bool and mask.shape == (6, 6)
+    assert mask.tolist() == [
+        [True, True, False, False, False, False],  # order within a chip is irrelevant
+        [True, True, False, False, False, False],
+        [False, False, True, False, False, False],  # another direction: negative
+        [False, False, False, True, True, False],  # two no-change chips: positives
+        [False, False, False, True, True, False],
+        [False, False, False, False, False, True],  # a subset is not the same set
+    ]
+    assert torch.equal(mask, mask.T) and bool(mask.diagonal().all())
+    # keys with the location dropped: the north chip now matches a one-quadruple chip
+    dropped = same_quadruple_mask([[q.key("location") for q in chip] for chip in chips])
+    assert dropped[2, 5] and not dropped[0, 2]
+    assert same_quadruple_mask([]).shape == (0, 0)
+
+
+def test_infonce_same_quadruple_positives_lower_the_loss():
+    torch.manual_seed(0)
+    chips = [[_q(1)], [_q(1)], [], [_q(2, "west")], [], [_q(1)]]  # duplicates: 0/1/5 and 2/4
+    mask = same_quadruple_mask([[q.key() for q in chip] for chip in chips])
+    ids = torch.tensor([0, 0, 1, 2, 1, 0])
+    base = torch.randn(3, 8)  # one direction per distinct quadruple set, a little noise
+    v = base[ids] + 0.05 * torch.randn(6, 8)
+    t = base[ids] + 0.05 * torch.randn(6, 8)
+    loss = InfoNCELoss()
+    plain, with_mask = loss(v, t).item(), loss(v, t, positive_mask=mask).item()
+    assert with_mask < plain - 0.1  # duplicates are no longer pushed apart
+    # by brute force: each row's positives are the chips with the same set
+    s = (F.normalize(v, dim=1) @ F.normalize(t, dim=1).T / 0.7).numpy()
+    pos = mask.numpy()
+    one_way = lambda m, p: np.mean([np.log(np.exp(m[i]).sum()) - np.log(np.exp(m[i][p[i]]).sum()) for i in range(6)])  # noqa: E731
+    assert with_mask == pytest.approx(0.5 * (one_way(s, pos) + one_way(s.T, pos.T)), rel=1e-5)
 
 
 def test_s2m_total_is_seg_plus_half_cot():

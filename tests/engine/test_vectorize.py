@@ -106,11 +106,11 @@ def test_change_captions_follow_the_paper(gpkg):
     feats, _, _ = features(out, "changes")
     by_class = {f.properties["class_id"]: f.properties for f in feats if f.properties["class_id"] in (4, 5)}
     # class 4: 200 px, centroid row 254.5, col 49.5 -> chip (3, 0) is rows 192..255 (64 x 64):
-    # row 62.5 of 64 is south, col 49.5 of 64 is east; the thresholds scaled to 64 x 64 are
-    # 12.5 / 62.5 / 125 px, so 200 px is "multiple"
+    # row 62.5 of 64 is south, col 49.5 of 64 is east; eq. 3 counts pixels whatever the chip
+    # size (800 / 4000 / 8000), so 200 px is "a single", with the singular noun
     assert by_class[4]["direction"] == "southeast"
-    assert by_class[4]["quantity"] == "multiple"
-    assert by_class[4]["caption"] == f"The scene shows multiple destroyed {SCHEMA[4].category} in the southeast."
+    assert by_class[4]["quantity"] == "a single"
+    assert by_class[4]["caption"] == f"The scene shows a single destroyed {SCHEMA[4].singular} in the southeast."
     for f in feats:
         p = f.properties
         cls = scene()
@@ -121,7 +121,7 @@ def test_change_captions_follow_the_paper(gpkg):
         r0, c0 = int(row // CHIP) * CHIP, int(col // CHIP) * CHIP
         h, w = min(CHIP, cls.shape[0] - r0), min(CHIP, cls.shape[1] - c0)
         assert p["direction"] == direction_of(row - r0, col - c0, h, w)
-        assert p["quantity"] == quantity_of(p["pixels"], h, w)
+        assert p["quantity"] == quantity_of(p["pixels"])
         noun = SCHEMA[p["class_id"]].singular if p["quantity"] == "a single" else SCHEMA[p["class_id"]].category
         if p["direction"] == "center":
             assert p["caption"] == f"The scene shows {p['quantity']} {p['change_type']} {noun} in the center."
