@@ -8,7 +8,11 @@ A checkpoint is a folder::
 The card holds everything needed to rebuild the architecture without the original
 pretrained weights (backbone name + config, decoder config, LoRA rank), plus what the
 input must look like (bands, per-band mean/std in raw raster units, chip size) and the
-class schema. Loading checks the weights against the card and the card against the
+class schema. ``normalization`` (optional, :class:`engine.normalization.Normalization`
+as a dict) adds how those statistics were chosen and the training value range, which
+prediction checks scenes against; cards without it read as described in
+:func:`engine.normalization.legacy_normalization` (ImageNet 0-255 mean/std -> 8-bit,
+anything else -> measured, data type unknown). Loading checks the weights against the card and the card against the
 input (:func:`check_card`); any mismatch is a :class:`~engine.errors.ModelError` or
 :class:`~engine.errors.InputError` that says what differs.
 
@@ -61,6 +65,9 @@ class ModelCard:
         created: ISO-8601 UTC time of writing.
         extra: free-form (training adds best metrics, epochs ...).
         card_version: format version of this card.
+        normalization: ``Normalization.to_dict()`` (convention, training dtype, value
+            range, percentiles; its mean/std equal ``mean``/``std``), or None on cards
+            written before it existed (see :meth:`input_normalization`).
     """
 
     backbone: str
@@ -80,6 +87,7 @@ class ModelCard:
     created: str = ""
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     card_version: int = CARD_VERSION
+    normalization: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.created:
@@ -139,6 +147,25 @@ class ModelCard:
             raise bad(f"lora_rank must be an integer >= 0, got {self.lora_rank!r}")
         if self.text_dim is not None and (not isinstance(self.text_dim, int) or self.text_dim <= 0):
             raise bad(f"text_dim must be a positive integer or null, got {self.text_dim!r}")
+        if self.normalization is not None:
+            self._validate_normalization(source)
+
+    def _validate_normalization(self, source: str) -> None:
+        """The normalization record parses and agrees with ``mean``/``std``."""
+        import math
+
+        from .normalization import Normalization
+
+        norm = Normalization.from_dict(self.normalization, source=f"{source}: normalization")
+        close = all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in zip(norm.mean + norm.std, self.mean + self.std))
+        if norm.bands != self.in_bands or not close:
+            raise ModelError(f"{source}: normalization mean/std {norm.mean}/{norm.std} differ from the card's mean/std {self.mean}/{self.std}")
+
+    def input_normalization(self):
+        """The card's :class:`~engine.normalization.Normalization` (legacy reading when the field is absent)."""
+        from .normalization import normalization_of
+
+        return normalization_of(self)
 
     def class_schema(self):
         """The card's schema as a :class:`~engine.schema.ClassSchema`."""
@@ -152,18 +179,25 @@ class ModelCard:
         return 16 if self.backbone.startswith("dinov3_") else 32
 
 
-def make_card(model, schema, mean, std, chip_size: int, stage: int = 1, text_encoder: str | None = None, extra: dict | None = None) -> ModelCard:
+def make_card(model, schema, mean, std, chip_size: int, stage: int = 1, text_encoder: str | None = None, extra: dict | None = None,
+              normalization=None) -> ModelCard:
     """Describe a change model for :func:`save_checkpoint`.
 
     Args:
         model: an ``S2MChangeModel``.
         schema: ``ClassSchema`` or its dict.
-        mean, std: per-band statistics in raw raster units.
+        mean, std: per-band statistics in raw raster units; None takes them from
+            ``normalization``.
         chip_size: training chip side (px).
         stage: 1 or 2.
         text_encoder: name of the text encoder (stage 2).
         extra: free-form additions (metrics ...).
+        normalization: a :class:`~engine.normalization.Normalization` (or its dict) from
+            the training rasters; its mean/std must equal ``mean``/``std`` when both are given.
     """
+    norm_dict = normalization.to_dict() if hasattr(normalization, "to_dict") else normalization
+    if norm_dict is not None and mean is None and std is None:
+        mean, std = norm_dict["mean"], norm_dict["std"]
     schema_dict = schema.to_dict() if hasattr(schema, "to_dict") else dict(schema)
     bb = model.backbone
     cfg = model.config()
@@ -183,6 +217,7 @@ def make_card(model, schema, mean, std, chip_size: int, stage: int = 1, text_enc
         lora_rank=int(getattr(bb, "lora_rank", 0) or 0),
         model_config=cfg,
         extra=dict(extra or {}),
+        normalization=None if norm_dict is None else dict(norm_dict),
     )
     card.validate("new model card")
     return card

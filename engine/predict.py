@@ -442,6 +442,27 @@ def _dist_info() -> tuple[int, int, int]:
 # ----------------------------------------------------------------------------- predict
 
 
+def _check_values(pair, win, card, progress) -> None:
+    """Check a few windows of both dates against the model's training values.
+
+    Reads up to 9 windows of 256 px spread over ``win`` (the output region) and runs
+    :func:`engine.normalization.check_input` on each date; warnings go to
+    ``progress.log``, an :class:`InputError` (meaningless result) propagates.
+    """
+    from rasterio.windows import Window as RWindow
+
+    from .normalization import check_input, normalization_of, sample_windows
+
+    norm = normalization_of(card)
+    c0, r0 = int(win.col_off), int(win.row_off)
+    reads = [pair.read(RWindow(c0 + c, r0 + r, w, h)) for c, r, w, h in sample_windows(int(win.width), int(win.height))]
+    valid = np.concatenate([v.reshape(-1) for _, _, v in reads])
+    for k, (path, ds) in enumerate(((pair.before_path, pair.before), (pair.after_path, pair.after))):
+        sample = np.concatenate([r[k].reshape(r[k].shape[0], -1) for r in reads], axis=1)
+        for message in check_input(norm, ds.dtypes[0], sample, valid, Path(path).name):
+            progress.log(message, "warning")
+
+
 def load_model(path: str, device: str = "cpu"):
     """(model, card) from a checkpoint or training run folder."""
     from .checkpoint import load_checkpoint
@@ -467,7 +488,9 @@ def predict(config: PredictConfig, progress: Progress | None = None, *, model=No
         "model_seconds", "world_size"}``.
 
     Raises:
-        InputError: bad inputs (files, extent, chip size).
+        InputError: bad inputs (files, extent, chip size), or raster values the model
+            cannot read (checked on a sample before anything is written, see
+            :func:`engine.normalization.check_input`).
         ModelError: unusable checkpoint, or out of GPU memory at batch size 1.
         Cancelled: the user cancelled; no output file is left behind.
     """
@@ -522,6 +545,7 @@ def predict(config: PredictConfig, progress: Progress | None = None, *, model=No
                 )
         else:
             win = RWindow(0, 0, full_w, full_h)
+        _check_values(pair, win, card, progress)
     origin = (int(win.row_off), int(win.col_off))
     width, height = int(win.width), int(win.height)
     transform = rasterio.windows.transform(win, base_transform)

@@ -221,3 +221,48 @@ def test_check_card_messages():
         check_card(card, schema=load_preset(other))
     assert card.class_schema().to_dict() == schema.to_dict()
     assert ModelCard.from_dict(json.loads(card.to_json())) == card
+
+
+# ----------------------------------------------------------------------------- normalization record
+
+
+def _norm(n, **kw):
+    from engine.normalization import Normalization
+
+    fields = dict(mean=[100.0 + i for i in range(n)], std=[40.0 + i for i in range(n)], dtype="uint16", convention="measured",
+                  value_range=(0.0, 4000.0), percentiles=[[10.0, 3900.0]] * n)
+    fields.update(kw)
+    return Normalization(**fields)
+
+
+def test_normalization_round_trips_through_the_card(tmp_path):
+    model, schema = _vit_model()
+    norm = _norm(4)
+    card = make_card(model, schema, None, None, 64, normalization=norm)
+    assert card.mean == norm.mean and card.std == norm.std and card.normalization == norm.to_dict()
+    save_checkpoint(tmp_path / "ck", model, card)
+    _, loaded = load_checkpoint(tmp_path / "ck")
+    assert loaded == card and loaded.input_normalization() == norm
+    assert json.loads((tmp_path / "ck" / "card.json").read_text())["normalization"]["dtype"] == "uint16"
+    with pytest.raises(ModelError, match="differ from the card's mean/std"):
+        make_card(model, schema, [1.0] * 4, [2.0] * 4, 64, normalization=norm)
+    data = card.to_dict()
+    data["normalization"]["convention"] = "minmax"
+    with pytest.raises(ModelError, match="normalization.*convention"):
+        ModelCard.from_dict(data)
+
+
+def test_an_old_card_without_normalization_still_loads(saved):
+    data = json.loads((saved / "card.json").read_text())
+    data.pop("normalization", None)
+    (saved / "card.json").write_text(json.dumps(data))
+    _, card = load_checkpoint(saved)
+    assert card.normalization is None
+    norm = card.input_normalization()
+    assert (norm.convention, norm.dtype, norm.mean) == ("measured", "", card.mean)
+    from engine.models.backbone import default_mean_std
+
+    data["mean"], data["std"] = default_mean_std(4)
+    (saved / "card.json").write_text(json.dumps(data))
+    old8 = read_card(saved).input_normalization()
+    assert (old8.convention, old8.dtype) == ("imagenet-8bit", "uint8")

@@ -315,3 +315,64 @@ def test_cuda_out_of_memory_halves_the_batch_and_retries():
     runner._forward = lambda b, a: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("CUDA out of memory"))
     with pytest.raises(ModelError, match="smaller --chip"):
         runner(x[:1], x[:1])
+
+
+# ----------------------------------------------------------------------------- input values vs the training data
+
+
+def card_8bit(chip_size=32):
+    """A card whose model was trained on 8-bit imagery (ImageNet statistics)."""
+    from engine.normalization import Normalization, imagenet_mean_std
+
+    mean, std = imagenet_mean_std(3)
+    norm = Normalization(mean, std, "uint8", "imagenet-8bit", (0.0, 255.0), [[5.0, 250.0]] * 3)
+    return types.SimpleNamespace(in_bands=3, mean=mean, std=std, chip_size=chip_size, schema=SCHEMA.to_dict(), num_classes=7,
+                                 backbone="test", normalization=norm.to_dict())
+
+
+def test_8bit_model_on_a_uint16_scene_is_refused_before_writing(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 3001, (3, 300, 280)).astype(np.uint16)
+    before = write_raster(tmp_path / "before.tif", data)
+    after = write_raster(tmp_path / "after.tif", data[:, ::-1].copy())
+    out = tmp_path / "pred.tif"
+    config = PredictConfig(before=str(before), after=str(after), out=str(out), overlap=8)
+    with pytest.raises(InputError, match=r"before.tif is uint16 with values up to 3000; the model was trained on 8-bit imagery"):
+        predict(config, NullProgress(), model=ConstantModel(), card=card_8bit())
+    assert not out.exists() and not list(tmp_path.glob("pred.tif*"))
+
+
+def test_another_dtype_with_8bit_values_warns_and_predicts(tmp_path):
+    rng = np.random.default_rng(1)
+    before = write_raster(tmp_path / "before.tif", rng.integers(1, 255, (3, 40, 50)).astype(np.float32))
+    after = write_raster(tmp_path / "after.tif", rng.integers(1, 255, (3, 40, 50)).astype(np.uint8))
+    events = []
+    config = PredictConfig(before=str(before), after=str(after), out=str(tmp_path / "pred.tif"), overlap=8)
+    predict(config, CallbackProgress(events.append), model=ConstantModel(), card=card_8bit())
+    warnings = [e["message"] for e in events if e["event"] == "log" and e["level"] == "warning"]
+    assert len(warnings) == 1 and warnings[0].startswith("before.tif is float32, the model was trained on uint8")
+    assert (tmp_path / "pred.tif").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_8bit_checkpoint(tmp_path_factory):
+    from engine.checkpoint import make_card, save_checkpoint
+    from engine.models.change import S2MChangeModel
+    from engine.models.registry import create_backbone
+    from engine.normalization import Normalization
+
+    torch.manual_seed(0)
+    model = S2MChangeModel(create_backbone("efficientnet_lite0", weights=None), SCHEMA.num_classes, decoder_channels=(8, 8, 8, 8))
+    norm = Normalization.from_dict(card_8bit().normalization)
+    card = make_card(model.eval(), SCHEMA, None, None, chip_size=64, normalization=norm)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt8") / "best", model, card)
+
+
+def test_cli_refuses_a_uint16_scene_on_an_8bit_checkpoint_with_exit_code_2(tmp_path, tiny_8bit_checkpoint):
+    data = np.random.default_rng(2).integers(0, 3001, (3, 64, 64)).astype(np.uint16)
+    before = write_raster(tmp_path / "before.tif", data)
+    out = tmp_path / "o.tif"
+    proc = _cli(["--before", str(before), "--after", str(before), "--model", str(tiny_8bit_checkpoint), "--out", str(out), "--device", "cpu"])
+    assert proc.returncode == 2, proc.stderr
+    assert "uint16 with values up to 3000" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
