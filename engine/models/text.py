@@ -9,12 +9,26 @@
 
 Every encoder is frozen (no gradients, always in eval mode) and caches each distinct
 sentence's embedding, so a caption seen in every epoch is encoded once per run.
+
+Two outputs:
+
+- :meth:`TextEncoder.encode`: one unit-norm sentence embedding per text ``(N, D)``.
+- :meth:`TextEncoder.encode_tokens`: the token states ``(N, L, D)`` (padding masked) with
+  the sentence embedding, the keys/values of the text-guided alignment. MiniLM: the last
+  hidden states (incl. ``[CLS]``/``[SEP]``), whose masked mean is the sentence embedding.
+  open_clip: the states after ``ln_final`` from start-of-text to end-of-text, mapped by
+  ``text_projection`` (the map ``encode_text`` applies to the end-of-text state) so tokens
+  and sentence embedding share one space of size ``D``.
+- :meth:`TextEncoder.encode_captions`: per chip, the tokens of all its S2M sentences
+  concatenated (cached per sentence: the vocabulary is templates x quadruples).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -50,6 +64,7 @@ class TextEncoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self._cache: dict[str, torch.Tensor] = {}
+        self._token_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.cache_hits = 0
         self.cache_misses = 0
 
@@ -68,6 +83,10 @@ class TextEncoder(nn.Module):
         return p.device if p is not None else torch.device("cpu")
 
     def _encode_batch(self, sentences: list[str]) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _encode_tokens_batch(self, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
+        """``(sentence (N, D) not normalised, tokens (N, L, D), pad (N, L) bool)``."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -96,8 +115,82 @@ class TextEncoder(nn.Module):
             return torch.zeros(0, self.dim, device=self.device)
         return torch.stack([self._cache[s] for s in sentences]).to(self.device)
 
+    @torch.no_grad()
+    def encode_tokens(self, sentences: Sequence[str], batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Token states of sentences, cached per sentence.
+
+        Args:
+            sentences: N strings.
+            batch_size: sentences per forward pass for the ones not cached yet.
+
+        Returns:
+            ``(sentence, tokens, pad_mask)`` on the encoder's device: ``sentence (N, D)``
+            unit-norm embeddings (as :meth:`encode`), ``tokens (N, L, D)`` float32 states
+            padded with zeros to the longest sentence ``L``, ``pad_mask (N, L)`` bool, True
+            at padding.
+        """
+        if isinstance(sentences, str):
+            raise InputError("encode_tokens() takes a list of sentences, not one string")
+        todo = [s for s in dict.fromkeys(sentences) if s not in self._token_cache]
+        self.cache_hits += len(sentences) - len(todo)
+        self.cache_misses += len(todo)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            sent, tok, pad = self._encode_tokens_batch(chunk)
+            sent = torch.nn.functional.normalize(sent.float(), dim=-1).cpu()
+            for i, s in enumerate(chunk):
+                self._token_cache[s] = (sent[i], tok[i][~pad[i]].float().cpu())
+                self._cache.setdefault(s, sent[i])  # the same embedding encode() computes
+        entries = [self._token_cache[s] for s in sentences]
+        sentence = torch.stack([e[0] for e in entries]) if entries else torch.zeros(0, self.dim)
+        tokens, pad = _pad([e[1] for e in entries], self.dim, self.device)
+        return sentence.to(self.device), tokens, pad
+
+    @torch.no_grad()
+    def encode_captions(self, captions: Sequence[str | Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-chip text for the alignment: all sentences' tokens concatenated.
+
+        Args:
+            captions: B chip captions, each a string of sentences ending in ``.`` (as the
+                training data joins them) or a list of sentences; ``""`` or ``[]`` is a
+                chip without text (all tokens padded).
+
+        Returns:
+            ``(global, tokens, pad_mask)``: ``global (B, D)`` unit-norm embedding of the
+            whole caption (:meth:`encode`; zeros for an empty one), ``tokens (B, T, D)``
+            with ``T >= 1``, ``pad_mask (B, T)`` bool, True at padding.
+        """
+        chips = [split_sentences(c) if isinstance(c, str) else [s for s in c if s.strip()] for c in captions]
+        flat = list(dict.fromkeys(s for sents in chips for s in sents))
+        self.encode_tokens(flat)  # fills the per-sentence cache
+        empty = torch.zeros(0, self.dim)
+        rows = [torch.cat([self._token_cache[s][1] for s in sents]) if sents else empty for sents in chips]
+        texts = [c.strip() if isinstance(c, str) else " ".join(sents) for c, sents in zip(captions, chips)]
+        full = [t for t in texts if t]
+        glob = torch.zeros(len(texts), self.dim, device=self.device)
+        if full:
+            glob[[k for k, t in enumerate(texts) if t]] = self.encode(full)
+        return glob, *_pad(rows, self.dim, self.device)
+
     def clear_cache(self) -> None:
         self._cache.clear()
+        self._token_cache.clear()
+
+
+def split_sentences(caption: str) -> list[str]:
+    """The sentences of a caption (each ending in ``.``, ``!`` or ``?``); ``[]`` for blank text."""
+    return [s for s in re.split(r"(?<=[.!?])\s+", caption.strip()) if s]
+
+
+def _pad(rows: Sequence[torch.Tensor], dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(L_i, D)`` rows into ``(N, max(L_i, 1), D)`` zeros-padded + ``(N, L)`` pad mask."""
+    length = max([r.shape[0] for r in rows] + [1])
+    tokens = torch.zeros(len(rows), length, dim)
+    pad = torch.ones(len(rows), length, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        tokens[i, : r.shape[0]] = r.to(tokens.device)
+        pad[i, : r.shape[0]] = False
+    return tokens.to(device), pad.to(device)
 
 
 def minilm_path() -> Path | None:
@@ -138,6 +231,15 @@ class MiniLMEncoder(TextEncoder):
         mask = tok["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
 
+    def _encode_tokens_batch(self, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Last hidden states; the sentence embedding is their masked mean (as ``encode``)."""
+        tok = self.tokenizer(sentences, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        tok = {k: v.to(self.device) for k, v in tok.items()}
+        hidden = self.model(**tok).last_hidden_state  # (N, L, D)
+        keep = tok["attention_mask"].bool()
+        w = keep.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * w).sum(1) / w.sum(1).clamp_min(1e-9), hidden, ~keep
+
 
 class OpenClipTextEncoder(TextEncoder):
     """The text tower of an open_clip model (the image tower is dropped)."""
@@ -151,6 +253,10 @@ class OpenClipTextEncoder(TextEncoder):
         try:
             model = open_clip.create_model(arch, pretrained=pretrained, weights_only=True)
             self.tokenizer = open_clip.get_tokenizer(arch)
+        except pickle.UnpicklingError as exc:  # never relay torch's "load it unsafely" advice
+            from .registry import pickled_code_error
+
+            raise pickled_code_error(pretrained, f"{name} text encoder weights") from exc
         except RuntimeError as exc:
             raise ModelError(f"cannot load {name} ({arch}) weights from {pretrained}: {exc}") from exc
         except Exception as exc:  # noqa: BLE001
@@ -165,6 +271,38 @@ class OpenClipTextEncoder(TextEncoder):
     def _encode_batch(self, sentences: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(sentences).to(self.device)
         return self.model.encode_text(tokens)
+
+    def _encode_tokens_batch(self, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """open_clip's ``encode_text`` up to ``ln_final``, every state projected.
+
+        Tokens after the end-of-text one are padding. The sentence embedding is the
+        projected end-of-text state, i.e. ``encode_text`` (before normalisation).
+        """
+        m = self.model
+        if not all(hasattr(m, a) for a in ("token_embedding", "positional_embedding", "transformer", "ln_final")):
+            raise ModelError(f"text encoder {self.name}: token states are implemented for CLIP-style open_clip text towers only; use the text encoder minilm")
+        text = self.tokenizer(sentences).to(self.device)
+        cast = m.transformer.get_cast_dtype()
+        x = m.token_embedding(text).to(cast) + m.positional_embedding.to(cast)
+        x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask))  # (N, L, width)
+        proj = m.text_projection
+        if isinstance(proj, nn.Linear):
+            x = proj(x)
+        elif proj is not None:
+            x = x @ proj
+        eot = self._eot_index(text)
+        pad = torch.arange(text.shape[1], device=text.device)[None, :] > eot[:, None]
+        return x[torch.arange(x.shape[0], device=x.device), eot], x, pad
+
+    def _eot_index(self, text: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` position of the end-of-text token, as open_clip's global pool finds it."""
+        pool = getattr(self.model, "text_pool_type", "argmax")
+        eos = getattr(self.model, "text_eos_id", None)
+        if pool == "eos" and eos is not None:
+            return (text == eos).int().argmax(dim=-1)
+        if pool == "last":
+            return torch.full((text.shape[0],), text.shape[1] - 1, device=text.device)
+        return text.argmax(dim=-1)
 
 
 def _clip_parts(name: str) -> tuple[str, str, str | None]:

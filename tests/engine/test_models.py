@@ -228,9 +228,9 @@ def test_text_changes_the_output_and_inference_model_equals_full_model_without_t
     assert not torch.allclose(a, d, atol=1e-3)
 
 
-def _step(model, x, text=None):
+def _step(model, x, text=None, mask=None):
     model.zero_grad()
-    out = model(x, x.roll(3, -1), text=text)
+    out = model(x, x.roll(3, -1), text=text, text_mask=mask)
     (out["logits"].square().mean() + (out["visual"].sum() if out["visual"] is not None else 0)).backward()
 
 
@@ -289,3 +289,199 @@ def test_lora_needs_attention():
     with pytest.raises(InputError):
         apply_lora(S2MChangeModel(tiny_vit(3), 2), 0)
 
+
+
+# -- token-level text alignment ----------------------------------------------------------
+def _text_model(text_dim=12):
+    # text_dim != decoder widths: nn.MultiheadAttention keeps separate q/k/v projections
+    return S2MChangeModel(tiny_vit(3), 3, text_dim=text_dim)
+
+
+def _tokens(b=2, t=5, d=12, pad_from=(3, 5)):
+    tokens = torch.randn(b, t, d)
+    mask = torch.zeros(b, t, dtype=torch.bool)
+    for i, start in enumerate(pad_from):
+        mask[i, start:] = True
+    return tokens, mask
+
+
+def _qk_grad(align):
+    return align.attn.q_proj_weight.grad.abs().sum() + align.attn.k_proj_weight.grad.abs().sum()
+
+
+def test_token_attention_trains_query_and_key_after_the_first_step():
+    """Several keys per chip: the softmax depends on the visual query, so once the
+    zero-initialised out_proj has taken one step, q_proj/k_proj get gradients and the
+    text term differs between pixels of one chip (with one key it is a per-chip offset)."""
+    model = _text_model().train()
+    x = torch.randn(2, 3, 32, 32)
+    tokens, mask = _tokens()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    _step(model, x, text=tokens, mask=mask)
+    for align in model.align:  # step 0: out_proj = 0 blocks every gradient behind it
+        assert align.attn.out_proj.weight.grad.abs().sum() > 0 and float(_qk_grad(align)) == 0.0
+    opt.step()
+    _step(model, x, text=tokens, mask=mask)
+    for align in model.align:
+        assert align.attn.out_proj.weight.abs().sum() > 0
+        assert _qk_grad(align) > 1e-6
+    with torch.no_grad():
+        r = model.encode(x, x.roll(3, -1))[0]
+        many = model.align[0](r, tokens, mask)  # (B, C, h, w)
+        one = model.align[0](r, tokens[:, :1])
+    assert many[0].flatten(1).std(dim=1).max() > 1e-4  # varies over the pixels of chip 0
+    assert one[0].flatten(1).std(dim=1).max() < 1e-6  # one key: the same vector everywhere
+
+
+def test_single_key_gives_no_query_gradient():
+    model = _text_model().train()
+    for align in model.align:
+        torch.nn.init.normal_(align.attn.out_proj.weight, std=0.5)
+    _step(model, torch.randn(2, 3, 32, 32), text=torch.randn(2, 12))
+    for align in model.align:
+        assert align.attn.q_proj_weight.grad.abs().max() < 1e-6 * max(1.0, float(align.attn.v_proj_weight.grad.abs().max()))
+
+
+def test_chip_with_all_tokens_padded_gets_no_text_term():
+    model = _text_model()
+    for align in model.align:
+        torch.nn.init.normal_(align.attn.out_proj.weight, std=0.5)
+    tokens, mask = _tokens(pad_from=(0, 2))  # chip 0: caption dropped
+    x, y = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        out = model(x, y, text=tokens, text_mask=mask, plain=True)
+        r = model.encode(x, y)[1]
+        a = model.align[1](r, tokens, mask)
+    assert torch.isfinite(out["logits"]).all() and torch.isfinite(out["text"]).all()
+    assert torch.equal(a[0], torch.zeros_like(a[0])) and a[1].abs().sum() > 0
+    torch.testing.assert_close(out["logits"][0], out["plain_logits"][0])
+    assert not torch.allclose(out["logits"][1], out["plain_logits"][1], atol=1e-4)
+    assert torch.equal(out["text"][0], torch.zeros(12))
+    model.train()
+    model.zero_grad()
+    out = model(x, y, text=tokens, text_mask=mask)
+    (out["logits"].square().mean() + out["visual"].sum()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def _bn_buffers(model):
+    return {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches_tracked" in k}
+
+
+def test_only_the_text_free_pass_updates_batchnorm_statistics():
+    import copy
+
+    model = _text_model()
+    for align in model.align:
+        torch.nn.init.normal_(align.attn.out_proj.weight, std=0.5)
+    twin = copy.deepcopy(model)
+    start = _bn_buffers(model)
+    tokens, mask = _tokens()
+    x, y = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    model.train(), twin.train()
+    torch.manual_seed(1)  # same RoPE jitter draw in both
+    out = model(x, y, text=tokens, text_mask=mask, plain=True)
+    torch.manual_seed(1)
+    ref = twin(x, y)
+    after, expect = _bn_buffers(model), _bn_buffers(twin)
+    assert after.keys() == expect.keys() and all(torch.equal(after[k], expect[k]) for k in after)
+    assert any(not torch.equal(after[k], start[k]) for k in after if "running_mean" in k and k.startswith("merge"))
+    torch.testing.assert_close(out["plain_logits"], ref["logits"])
+    assert not torch.allclose(out["logits"], out["plain_logits"], atol=1e-4)
+    assert set(out) == {"logits", "plain_logits", "visual", "text"}
+    assert all(m.track_running_stats for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    # a text pass alone (plain=False) leaves the decoder's statistics untouched as well
+    dec = {k: v for k, v in _bn_buffers(model).items() if k.startswith(("merge", "upsample"))}
+    model(x, y, text=tokens, text_mask=mask)
+    assert all(torch.equal(_bn_buffers(model)[k], v) for k, v in dec.items())
+
+
+def test_text_pass_in_eval_mode_uses_running_statistics():
+    model = _text_model().eval()
+    for align in model.align:
+        torch.nn.init.normal_(align.attn.out_proj.weight, std=0.5)
+    tokens, mask = _tokens()
+    x, y = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        both = model(x, y, text=tokens, text_mask=mask)["logits"]
+        first = model(x[:1], y[:1], text=tokens[:1], text_mask=mask[:1])["logits"]
+    torch.testing.assert_close(both[:1], first, atol=1e-5, rtol=1e-4)  # no batch statistics
+
+
+def test_visual_feature_is_pooled_over_the_changed_pixels():
+    model = _text_model()
+    r = [torch.randn(2, 4, 8, 8), torch.randn(2, 6, 2, 2)]
+    pool = torch.zeros(2, 32, 32, dtype=torch.bool)
+    pool[0, :16, :16] = True  # chip 0: changes in the north-west quarter; chip 1: none
+    got = model.pool_visual(r, pool)
+    expect0 = torch.cat([r[0][0, :, :4, :4].mean((1, 2)), r[1][0, :, 0, 0]])
+    expect1 = torch.cat([r[0][1].mean((1, 2)), r[1][1].mean((1, 2))])
+    torch.testing.assert_close(got[0], expect0)
+    torch.testing.assert_close(got[1], expect1)
+    torch.testing.assert_close(model.pool_visual(r), torch.stack([torch.cat([t[i].mean((1, 2)) for t in r]) for i in range(2)]))
+    x = torch.randn(2, 3, 32, 32)
+    tokens, mask = _tokens()
+    glob = torch.randn(2, 12)
+    with torch.no_grad():
+        out = model.eval()(x, x.flip(-1), text=tokens, text_mask=mask, text_global=glob, pool_mask=pool)
+        plain_pool = model(x, x.flip(-1), text=tokens, text_mask=mask)["visual"]
+    assert out["visual"].shape == (2, 12) and torch.equal(out["text"], glob)
+    assert not torch.allclose(out["visual"][0], plain_pool[0]) and torch.allclose(out["visual"][1], plain_pool[1], atol=1e-6)
+    keep = (~mask).float().unsqueeze(-1)
+    torch.testing.assert_close(model(x, x, text=tokens, text_mask=mask)["text"], (tokens * keep).sum(1) / keep.sum(1))
+    with pytest.raises(InputError, match="text_mask"):
+        model(x, x, text=tokens, text_mask=mask[:, :2])
+    with pytest.raises(InputError, match="pool_mask"):
+        model(x, x, text=tokens, pool_mask=pool[0])
+
+
+# -- weights files holding pickled code --------------------------------------------------
+PWNED = []
+
+
+def _pwn():  # would run on unpickling; weights_only refuses to import it
+    PWNED.append(True)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (_pwn, ())
+
+
+def test_efficientnet_weights_with_pickled_code_are_refused(tmp_path):
+    path = tmp_path / "lite0.pth"
+    torch.save({"_conv_stem.weight": torch.zeros(32, 3, 3, 3), "payload": _Payload()}, path)
+    with pytest.raises(ModelError) as err:
+        create_backbone("efficientnet_lite0", weights=path)
+    msg = str(err.value)
+    assert "pickled Python code" in msg and "will not execute" in msg and "safetensors" in msg
+    assert "weights_only" not in msg and "trust" not in msg
+    assert not PWNED
+
+
+def test_efficientnet_weights_from_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    from engine.models.efficientnet import package_weights_path
+
+    sd = torch.load(package_weights_path(), map_location="cpu", weights_only=True)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "lite0.safetensors"))
+    a = create_backbone("efficientnet_lite0", weights=tmp_path / "lite0.safetensors")
+    b = create_backbone("efficientnet_lite0")
+    torch.testing.assert_close(a.body.blocks[3][0].conv_pw.weight, b.body.blocks[3][0].conv_pw.weight)
+
+
+def test_dinov3_folder_with_pickled_code_is_refused(tmp_path):
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    cfg = DINOv3ViTConfig(**TINY, num_register_tokens=4, key_bias=False)
+    DINOv3ViTModel(cfg).save_pretrained(tmp_path / "w")
+    from safetensors.torch import load_file
+
+    sd = load_file(str(tmp_path / "w" / "model.safetensors"))
+    (tmp_path / "w" / "model.safetensors").unlink()
+    torch.save({**sd, "payload": _Payload()}, tmp_path / "w" / "pytorch_model.bin")
+    with pytest.raises(ModelError, match="pickled Python code") as err:
+        create_backbone("dinov3_vits16", weights=tmp_path / "w")
+    assert "weights_only" not in str(err.value) and not PWNED
