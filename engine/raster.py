@@ -458,6 +458,18 @@ def rasterize_labels(
     return out
 
 
+def rasterize_aoi(aoi: str | Path, aoi_layer: str | None, grid: Any, window: Window) -> np.ndarray:
+    """Boolean ``(h, w)`` mask of the AOI polygons over ``window`` of ``grid``."""
+    from rasterio import features
+
+    g = _as_grid(grid)
+    geoms = _read_geoms(aoi, aoi_layer, g, "AOI")
+    if not geoms:
+        raise InputError(f"AOI {Path(aoi).name} has no polygons; draw the area you labelled")
+    t = rasterio.windows.transform(window, g.transform)
+    return features.rasterize([(geom, 1) for geom, _ in geoms], out_shape=(int(window.height), int(window.width)), transform=t, fill=0, dtype="uint8") > 0
+
+
 def read_class_raster(
     path: str | Path, grid: Any, label_map: dict[int, int] | None = None, window: Window | None = None
 ) -> np.ndarray:

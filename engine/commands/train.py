@@ -4,8 +4,34 @@ from __future__ import annotations
 
 HELP = "train a change model (stage 1 visual, stage 2 with S2M captions) on labelled rasters or a dataset folder"
 
+EPILOG = """\
+Schedule: counted in optimizer steps. By default the length adapts to the labelled area
+(about 300 steps for a hand-labelled patch or a few 256 px image pairs, growing with the
+square root of the area up to 3000); 30 %% of the steps are stage 2. Each step trains on
+--batch-size random --crop px crops drawn afresh inside the training area, with shared
+flips/rotations and independent photometric changes per date.
+
+Validation: a spatial split that never shares a pixel with training -- whole images for
+folders of 20 or more images (or list/train.txt + list/val.txt), else blocks of a large
+labelled area, else a strip of every image. The kept model (RUN/best, what predict uses)
+is the moving average of the weights (--ema): the best-scoring one over the validations
+when the validation holds enough data (3+ regions, 2 x chip^2 labelled px, 1000 changed px),
+otherwise the one at the end of training -- the log says which rule applied.
+
+Normalisation: 8-bit imagery uses the backbone's ImageNet convention; 16-bit and float
+imagery use per-band statistics measured on the training crops. Both are stored in the
+model card and checked again by predict.
+
+Run folder: config.json, best/ (the kept model), last/ (resume state), metrics.jsonl,
+metrics.png. --out must not hold files unless --resume.
+"""
+
 
 def configure(parser) -> None:
+    parser.epilog = EPILOG
+    import argparse
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     data = parser.add_argument_group("data (either --dataset, or --before/--after/--labels)")
     data.add_argument("--dataset", help="dataset folder with A/ (before), B/ (after), label/ and optional list/train.txt, list/val.txt")
     data.add_argument("--before", help="raster of the first date (any GDAL format); its grid is the reference")
@@ -19,81 +45,69 @@ def configure(parser) -> None:
     data.add_argument("--preset", help="class schema preset (default: gaza)")
     data.add_argument("--schema", help="class schema JSON file (wins over --preset)")
     data.add_argument("--label-map", help="raw label value -> class id, e.g. 255:1 for LEVIR-CD / WHU-CD")
-    data.add_argument("--chip", type=int, default=256, help="chip side in pixels (default 256; multiple of 32 for EfficientNet, 16 for DINOv3)")
-    data.add_argument("--stride", type=int, help="step between training chips (default: the chip size, no overlap)")
+    data.add_argument("--chip", type=int, default=256, help="chip side of the model card, what predict tiles with (default 256; "
+                      "multiple of 32 for EfficientNet, 16 for DINOv3)")
+    data.add_argument("--crop", type=int, help="side of the random training crops (default: min(128, --chip))")
     data.add_argument("--val-fraction", type=float, default=0.2, help="share of the labelled area kept for validation (default 0.2)")
 
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", help="backbone name (default: DINOv3 when its weights are found, else efficientnet_lite0)")
     model.add_argument("--weights", help="backbone weights: a DINOv3 folder, a weights file, or 'random'")
+    model.add_argument("--init-from", help="start from this trained model (checkpoint or run folder): its backbone, decoder and head; "
+                       "classes new in the schema get new head rows. A new run, unlike --resume")
     model.add_argument("--text-encoder", default="minilm", help="frozen text encoder of stage 2 (default minilm, offline; the paper: clip-vit-b32)")
     model.add_argument("--text-weights", help="local weights of the text encoder")
     model.add_argument("--lora-rank", type=int, default=0, help="LoRA rank on the backbone's attention (DINOv3; 0 = full fine-tuning)")
     model.add_argument("--freeze-backbone", action="store_true", help="keep the backbone's weights fixed")
 
-    opt = parser.add_argument_group("optimisation (paper: AdamW lr 1e-4, weight decay 0.05, 150 epochs)")
-    opt.add_argument("--stage1-epochs", type=int, default=8, help="epochs of stage 1, visual only (default 8 for a CPU)")
-    opt.add_argument("--stage2-epochs", type=int, default=4, help="epochs of stage 2, with captions and the contrastive loss (default 4)")
-    opt.add_argument("--batch-size", type=int, default=4, help="chips per step and process (default 4)")
-    opt.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
+    s2m = parser.add_argument_group("S2M text stage (paper §3)")
+    s2m.add_argument("--text-mode", default="s2m", choices=("s2m", "none"), help="s2m: stage 2 with captions and the contrastive loss "
+                     "(default); none: the paper's ablation, stage 2 with the same schedule and no text")
+    s2m.add_argument("--drop-elements", default="", help="quadruple elements left out of the captions (Table 5 ablation), "
+                     "comma-separated from quantity,type,category,location (default: none)")
+    s2m.add_argument("--quantity-scale", type=float, default=1.0, help="multiplies the quantity thresholds of eq. 3 (800/4000/8000 px; "
+                     "default 1 = the paper, whatever the chip size)")
+    s2m.add_argument("--lam", type=float, default=0.5, help="weight of the contrastive loss in stage 2 (default 0.5)")
+    s2m.add_argument("--tau", type=float, default=0.7, help="InfoNCE temperature (default 0.7)")
+
+    opt = parser.add_argument_group("optimisation (paper: AdamW lr 1e-4, weight decay 0.05)")
+    opt.add_argument("--steps", type=int, help="optimizer steps of both stages (default: adapted to the labelled area, 300-3000)")
+    opt.add_argument("--stage2-share", type=float, default=0.3, help="share of the steps in stage 2 (default 0.3; 0 = stage 1 only)")
+    opt.add_argument("--stage1-epochs", type=int, help="instead of --steps: passes over the training area in stage 1")
+    opt.add_argument("--stage2-epochs", type=int, help="instead of --steps: passes over the training area in stage 2")
+    opt.add_argument("--warmup", type=float, default=0.05, help="share of each stage's steps with a linear warm-up (default 0.05)")
+    opt.add_argument("--val-every", type=int, help="validate every N steps (default: about 8 times per run)")
+    opt.add_argument("--batch-size", type=int, default=8, help="crops per step and process (default 8)")
+    opt.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate of the backbone (default 1e-4)")
     opt.add_argument("--head-lr-scale", type=float, default=10.0, help="learning-rate multiplier of the newly initialised decoder, "
                      "head and text modules (default 10; the paper: 1)")
     opt.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default 0.05)")
-    opt.add_argument("--lam", type=float, default=0.5, help="weight of the contrastive loss in stage 2 (default 0.5)")
-    opt.add_argument("--tau", type=float, default=0.7, help="InfoNCE temperature (default 0.7)")
-    opt.add_argument("--jitter", type=float, default=0.1, help="per-date radiometric jitter (default 0.1; 0 = off)")
+    opt.add_argument("--ema", type=float, default=0.99, help="decay of the moving average of the weights that is kept (default 0.99; 0 = off)")
+    opt.add_argument("--photometric", type=float, default=1.0, help="strength of the per-date photometric augmentation (default 1; 0 = off)")
     opt.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device (default auto: CUDA when available)")
     opt.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     opt.add_argument("--seed", type=int, default=0, help="seed of the split and of every random draw (default 0)")
     opt.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
 
-    parser.add_argument("--out", required=True, help="run folder (best/, last/, metrics.jsonl, metrics.png, config.json)")
+    parser.add_argument("--out", required=True, help="run folder (best/, last/, metrics.jsonl, metrics.png, config.json); must be new or empty")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint, with the settings "
                         "saved in its config.json (only --device and --workers may change)")
 
 
-def run(args, progress) -> dict:
-    from ..train import TrainConfig, train
+FIELDS = ("out", "dataset", "before", "after", "labels", "class_field", "labels_layer", "aoi", "aoi_layer", "preset", "schema",
+          "label_map", "backbone", "weights", "init_from", "text_encoder", "text_weights", "lora_rank", "freeze_backbone", "text_mode",
+          "quantity_scale", "lam", "tau", "steps", "stage2_share", "stage1_epochs", "stage2_epochs", "warmup", "val_every", "chip",
+          "crop", "val_fraction", "batch_size", "lr", "head_lr_scale", "weight_decay", "ema", "photometric", "device", "seed",
+          "workers", "resume")
 
-    config = TrainConfig(
-        out=args.out,
-        dataset=args.dataset,
-        before=args.before,
-        after=args.after,
-        labels=args.labels,
-        class_field=args.class_field,
-        labels_layer=args.labels_layer,
-        aoi=args.aoi,
-        aoi_layer=args.aoi_layer,
-        preset=args.preset,
-        schema=args.schema,
-        label_map=args.label_map,
-        backbone=args.backbone,
-        weights=args.weights,
-        text_encoder=args.text_encoder,
-        text_weights=args.text_weights,
-        stage1_epochs=args.stage1_epochs,
-        stage2_epochs=args.stage2_epochs,
-        chip=args.chip,
-        stride=args.stride,
-        val_fraction=args.val_fraction,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        head_lr_scale=args.head_lr_scale,
-        weight_decay=args.weight_decay,
-        lora_rank=args.lora_rank,
-        freeze_backbone=args.freeze_backbone,
-        lam=args.lam,
-        tau=args.tau,
-        jitter=args.jitter,
-        device=args.device,
-        amp=not args.no_amp,
-        seed=args.seed,
-        workers=args.workers,
-        resume=args.resume,
-    )
+
+def run(args, progress) -> dict:
+    from ..training import TrainConfig, train
+
+    drop = tuple(e.strip() for e in (args.drop_elements or "").split(",") if e.strip())
+    config = TrainConfig(**{f: getattr(args, f) for f in FIELDS}, drop_elements=drop, amp=not args.no_amp)
     result = train(config, progress)
     if args.progress not in ("jsonl",) and result.get("best_metrics"):
         m = result["best_metrics"]
-        progress.log(f"best epoch {result['best_epoch']}: " + " ".join(f"{k} {v:.4f}" for k, v in m.items() if v is not None))
+        progress.log(f"kept model ({result['rule']}, step {result['best_step']}): " + " ".join(f"{k} {v:.4f}" for k, v in m.items() if v is not None))
     return result
