@@ -7,8 +7,8 @@ step returns the paths it wrote, which end up in the result. Steps today:
 2. ``captions``: caption its truth raster in 256-pixel chips into ``OUT/captions.json``
    (the same list as ``python -m engine caption --json``) and ``OUT/captions.txt``;
 3. ``train``: two-stage training on the scene's label polygons into ``OUT/run/``
-   (:func:`engine.train.train_demo`; a few minutes on 2 CPU cores), reporting the
-   validation scores of the held-out chips;
+   (:func:`engine.training.train_demo`, at the engine's default settings; a few minutes
+   on 2 CPU cores), reporting the validation scores of the held-out blocks;
 4. ``predict``: inference over the whole scene with the best checkpoint:
    ``OUT/prediction.tif`` (classes + confidence) and ``OUT/changes.gpkg`` (captioned
    change polygons and chip captions);
@@ -42,9 +42,8 @@ def configure(parser) -> None:
     parser.add_argument("--size", type=int, default=1024, help="scene side in pixels at 0.5 m (default 1024, at least 128)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the scene and of the caption templates (default 0)")
     parser.add_argument("--json", action="store_true", help="print the result (paths written) as JSON")
-    parser.add_argument("--stage1-epochs", type=int, default=None, help="override the demo's stage-1 epochs")
-    parser.add_argument("--stage2-epochs", type=int, default=None, help="override the demo's stage-2 epochs")
-    parser.add_argument("--chip", type=int, default=None, help="override the demo's training chip size (pixels)")
+    parser.add_argument("--steps", type=int, default=None, help="override the training steps (default: train's own default for the labelled area)")
+    parser.add_argument("--chip", type=int, default=None, help="override the demo's model chip size (pixels)")
     parser.add_argument("--skip", action="append", choices=("train", "predict", "evaluate", "preview"),
                         help="leave out a step and those that need it (repeatable): e.g. --skip train for the scene and captions only")
 
@@ -94,14 +93,14 @@ def step_captions(ctx: DemoContext) -> dict[str, Any]:
 
 def step_train(ctx: DemoContext) -> dict[str, Any]:
     """Two-stage training on the demo labels into ``OUT/run/``."""
-    from ..train import train_demo
+    from ..training import train_demo
 
     overrides = {k: v for k, v in ctx.train_overrides.items() if v is not None}
     result = train_demo(ctx.scene, ctx.out / "run", ctx.progress, seed=ctx.seed, **overrides)
     ctx.train_result = result
     best = result.get("best_metrics") or {}
     shown = {k: round(float(best[k]), 4) for k in ("SeK", "Fscd", "mIoU", "F1") if isinstance(best.get(k), (int, float))}
-    ctx.progress.log("validation scores of the best checkpoint: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    ctx.progress.log(f"validation scores of the kept model ({result.get('rule')}): " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
     return {"run": str(ctx.out / "run"), "best": result.get("best"), "validation": shown}
 
 
@@ -244,7 +243,7 @@ def run(args, progress) -> dict[str, Any]:
     steps = [s for s in STEPS if s[0] not in skipped]
     total = sum(share for _, _, share in steps)
     ctx = DemoContext(out=out, size=args.size, seed=args.seed, progress=progress,
-                      train_overrides={"stage1_epochs": args.stage1_epochs, "stage2_epochs": args.stage2_epochs, "chip": args.chip})
+                      train_overrides={"steps": args.steps, "chip": args.chip})
     done = 0.0
     for i, (name, step, share) in enumerate(steps):
         progress.check()

@@ -236,9 +236,9 @@ def test_demo_end_to_end(tmp_path):
 
 
 def test_demo_trains_predicts_scores_and_previews(tmp_path):
-    """The whole demo at a small size and few epochs: every output is there and consistent."""
+    """The whole demo at a small size and few steps: every output is there and consistent."""
     out = tmp_path / "demo"
-    proc = engine("demo", "--out", out, "--size", 256, "--chip", 128, "--stage1-epochs", 1, "--stage2-epochs", 1,
+    proc = engine("demo", "--out", out, "--size", 256, "--chip", 128, "--steps", 4,
                   "--progress", "jsonl")
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -246,7 +246,7 @@ def test_demo_trains_predicts_scores_and_previews(tmp_path):
     assert events[-1]["event"] == "done"
     fractions = [e["fraction"] for e in events if e["event"] == "progress" and e.get("fraction") is not None]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0  # one bar for the whole demo
-    assert [e["epoch"] for e in events if e["event"] == "metrics"] == [1, 2]
+    assert [(e["step"], e["stage"]) for e in events if e["event"] == "metrics"] == [(3, 1), (4, 2)]  # end of each stage
     with rasterio.open(out / "scene" / "before.tif") as b, rasterio.open(result["prediction"]) as p:
         assert (p.crs, p.transform, p.width, p.height) == (b.crs, b.transform, b.width, b.height)
         assert p.count == 2 and p.dtypes[0] == "uint8"

@@ -328,3 +328,34 @@ def test_init_from_a_trained_model_with_an_added_class(tmp_path):
     np.testing.assert_allclose(new[head][:2], old[head], atol=1e-6)
     enc = [k for k in old if k.startswith("backbone.") and old[k].ndim == 4][0]
     np.testing.assert_allclose(new[enc], old[enc], atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, scale", [("uint16", 16.0), ("float32", 1 / 255.0)])
+def test_16_bit_and_float_imagery_train_and_predict(tmp_path, dtype, scale):
+    """Real value ranges (uint16 0..4000, float reflectance 0..1): measured statistics, a model that learns, predict accepts it."""
+    import rasterio
+
+    from engine.checkpoint import read_card
+    from engine.predict import PredictConfig, predict
+
+    scene = make_scene(tmp_path / "scene", size=192)
+    for key in ("before", "after"):
+        with rasterio.open(scene[key]) as ds:
+            arr, profile = ds.read().astype(np.float64) * scale, ds.profile
+        profile.update(dtype=dtype)
+        with rasterio.open(scene[key], "w", **profile) as ds:
+            ds.write(arr.astype(dtype))
+    result = train(tiny(scene, tmp_path / "run", steps=100))
+    card = read_card(tmp_path / "run")
+    norm = card.normalization
+    assert norm["convention"] == "measured" and norm["dtype"] == dtype
+    assert 100 * scale < card.mean[0] < 160 * scale  # the scene's own statistics, not ImageNet's 0-255 ones
+    assert result["best_metrics"]["F1"] > 0.6
+    out = tmp_path / "pred.tif"
+    predict(PredictConfig(before=scene["before"], after=scene["after"], model=str(tmp_path / "run"), out=str(out), device="cpu"))
+    with rasterio.open(out) as ds:
+        pred = ds.read(1)
+    with rasterio.open(scene["before"]) as b, rasterio.open(scene["after"]) as a:
+        truth = (a.read() != b.read()).any(0)
+    f1 = 2 * ((pred == 1) & truth).sum() / ((pred == 1).sum() + truth.sum())
+    assert f1 > 0.6
