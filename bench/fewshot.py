@@ -77,7 +77,9 @@ def scores(preds: list[np.ndarray], truths: list[np.ndarray], k: int) -> dict[st
         ok = (t != 255) & (p != 255)
         m += np.bincount(p[ok].astype(np.int64) * k + t[ok].astype(np.int64), minlength=k * k).reshape(k, k)
     s = scores_from_matrix(m)
-    return {key: float(s[key]) for key in ("F1", "Precision", "Recall", "IoU", "mIoU", "SeK")}
+    out = {key: float(s[key]) for key in ("F1", "Precision", "Recall", "IoU", "mIoU", "SeK")}
+    out["class_IoU"] = {c: round(float(v["IoU"]), 4) for c, v in s["per_class"].items()}
+    return out
 
 
 def map_label(raw: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
