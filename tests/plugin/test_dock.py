@@ -30,10 +30,9 @@ PAPER_TEMPLATES = (
 
 
 def paper_quantity(pixels: int, h: int, w: int) -> str:
-    """Section 3.1.3: thresholds 800/4000/8000 px for a 512x512 chip, scaled to the chip's area."""
-    scale = h * w / 512**2
+    """Section 3.1.3, eq. 3: thresholds 800/4000/8000 px of the change mask, whatever the chip size."""
     for word, limit in (("a single", 800), ("a few", 4000), ("several", 8000)):
-        if pixels < limit * scale:
+        if pixels < limit:
             return word
     return "multiple"
 
@@ -444,8 +443,8 @@ def test_cancelling_training_keeps_qgis_responsive_and_labels_unchanged(dock, sc
     timer.start(20)
     qtbot.mouseClick(dock.train_run.button, 1)
     task = dock.tasks["train"]
-    # wait until the engine really trains (a progress message about an epoch)
-    qtbot.waitUntil(lambda: "epoch" in dock.train_run.progress.format(), timeout=180_000)
+    # wait until the engine really trains (a progress message about an optimizer step)
+    qtbot.waitUntil(lambda: "step" in dock.train_run.progress.format(), timeout=180_000)
     n = len(ticks)
     qtbot.wait(300)
     assert len(ticks) > n + 5, "the event loop stalled while training"
