@@ -163,7 +163,7 @@ def main() -> None:
         print(f"  params: inference model {r['params_inference']:,}; training {r['params_total']:,} total, "
               f"{r['params_trainable']:,} trainable with {r['finetuning']} (full fine-tune: {r['params_trainable_full_finetune']:,})")
         for size in (256, 512):
-            print(f"  inference {size}x{size}: {r[f'infer_s_per_pair_{size}']:.3f} s/pair "
+            print(f"  inference {size}x{size}: {r[f'infer_s_per_pair_{size}']:.3f} s/pair = {size * size / 1e6 / r[f'infer_s_per_pair_{size}']:.2f} MPix/s "
                   f"(bare siamese backbone {r[f'backbone_s_per_pair_{size}']:.3f} s, ratio {r[f'ratio_full_over_backbone_{size}']:.3f})")
         print(f"  compute at 512x512: {r['gflops_per_pair_512']:.1f} GFLOP/pair, full/backbone FLOP ratio {r['flops_ratio_full_over_backbone_512']:.3f}")
         print(f"  training step batch 2, 256x256, with text: {r['train_s_per_step_b2_256']:.3f} s/step")

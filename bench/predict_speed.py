@@ -8,9 +8,12 @@ Run from the repository root in the engine environment::
 Figures (each ratio measured within this run, on this machine):
 
 - **throughput**: output megapixels per second over a 2048 x 2048 scene at the default chip
-  and overlap, reading, blending and writing included, divided by the bare model's
-  megapixels per second on non-overlapping 512 px chips already in memory (target >= 0.75).
-  Best of ``--repeat`` runs of each, interleaved, so both see the same machine load.
+  and overlap, reading, blending and writing included, with ``--runtime`` (default
+  ``auto``: ONNX Runtime on the CPU, PyTorch on CUDA), divided by the megapixels per second
+  of that runtime alone on chips already in memory (512 px or the pipeline's chip, the
+  faster; target >= 0.8). Best of ``--repeat`` runs of each, interleaved, so both see the
+  same machine load. Also the **data path** alone: chip megapixels per second the reading
+  threads deliver without a model (target on CUDA: >= 4x the model's).
 - **seams**: the same scene twice, the second time with the chip grid shifted by half a
   chip: class agreement overall (target >= 99 %) and the disagreement within 8 px of a
   chip border of either run against the disagreement elsewhere (target <= 2x). Uses the
@@ -24,8 +27,9 @@ Figures (each ratio measured within this run, on this machine):
 - **memory**: peak RSS of a child process predicting a 2048 and an 8192 px scene (target:
   the larger within 1.25x of the smaller).
 - with ``--device cuda``: megapixels per second, the GPU busy fraction (time in the
-  model over wall time, and NVML utilisation when available) and peak GPU memory; windows
-  are read by 4 threads.
+  model over wall time, and NVML utilisation when available), peak GPU memory and the
+  class agreement of autocast (bf16/fp16) with fp32 on the scene's chips; windows are
+  read by 4 threads (``--readers``).
 """
 
 from __future__ import annotations
@@ -109,15 +113,22 @@ def random_checkpoint(work: Path, backbone: str) -> Path:
     return save_checkpoint(path, model, card)
 
 
-def bare_mps(model, card, device, batch: int, chips: int, chip: int | None = None) -> float:
-    """Megapixels per second of the model alone on random in-memory chips (default: training chip)."""
+def bare_runner(ckpt, model, card, chip: int, device, batch: int, runtime: str):
+    """The runner ``predict --runtime RUNTIME`` would use for this checkpoint and chip."""
+    import types
+
+    from engine.inference.backend import make_runner
+
+    job = types.SimpleNamespace(config=types.SimpleNamespace(batch_size=batch), card=card, chip=chip, checkpoint=Path(ckpt),
+                                device=device.type, torch_model=lambda: model)
+    return make_runner(runtime, job, lambda *a, **k: None)
+
+
+def bare_mps(runner, card, device, batch: int, chips: int, chip: int) -> float:
+    """Megapixels per second of the runner alone on random in-memory chips of ``chip`` px."""
     import torch
 
-    from engine.predict import _Runner
-
-    runner = _Runner(model, device, batch)
-    c = int(chip or card.chip_size)
-    x = np.random.default_rng(0).standard_normal((batch, int(card.in_bands), c, c)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((batch, int(card.in_bands), chip, chip)).astype(np.float32)
     runner(x[:1], x[:1])  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -129,14 +140,59 @@ def bare_mps(model, card, device, batch: int, chips: int, chip: int | None = Non
         done += n
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return chips * c * c / 1e6 / (time.perf_counter() - t)
+    return chips * chip * chip / 1e6 / (time.perf_counter() - t)
 
 
-def pipeline(model, card, before, after, out, device, batch: int, **kw) -> dict:
+def pipeline(ckpt, before, after, out, device, batch: int, runtime: str = "auto", **kw) -> dict:
     from engine.predict import PredictConfig, predict
 
-    cfg = PredictConfig(before=str(before), after=str(after), out=str(out), batch_size=batch, device=device.type, **kw)
-    return predict(cfg, model=model, card=card)
+    cfg = PredictConfig(before=str(before), after=str(after), model=str(ckpt), out=str(out), batch_size=batch,
+                        device=device.type, runtime=runtime, overwrite=True, **kw)
+    return predict(cfg)
+
+
+def read_plan(before, after, card, chip: int):
+    """The reader's plan over the whole scene at ``chip`` px (default overlap)."""
+    from engine.inference.model import mean_std
+    from engine.inference.reader import ReadPlan
+    from engine.tiling import chip_grid
+
+    mean, std = mean_std(card)
+    return ReadPlan(str(before), str(after), int(card.in_bands), chip_grid(SCENE, SCENE, chip, 32), (0, 0), mean, std)
+
+
+def data_path_mps(before, after, card, chip: int, threads: int, batch: int) -> float:
+    """Chip megapixels per second the reading threads deliver alone (no model): read + normalise."""
+    from engine.inference.reader import ChipReader
+
+    plan = read_plan(before, after, card, chip)
+    chips = list(plan.grid.indices())
+    t = time.perf_counter()
+    reader = ChipReader(plan, chips, batch, threads, prefetch=2 * threads)
+    try:
+        n = sum(len(b.chips) for b in reader)
+    finally:
+        reader.close()
+    return n * chip * chip / 1e6 / (time.perf_counter() - t)
+
+
+def amp_agreement(model, card, before, after, chip: int, device, batch: int) -> float:
+    """Class agreement of autocast (bf16/fp16) with fp32 on the scene's chips (valid pixels)."""
+    from engine.inference.reader import ChipReader
+    from engine.inference.runner import TorchRunner
+
+    plan = read_plan(before, after, card, chip)
+    amp, fp32 = TorchRunner(model, device, batch), TorchRunner(model, device, batch, amp=False)
+    same = total = 0
+    reader = ChipReader(plan, list(plan.grid.indices()), batch, 4, prefetch=8)
+    try:
+        for b in reader:
+            if b.chips:
+                eq = amp(b.before, b.after).argmax(1) == fp32(b.before, b.after).argmax(1)
+                same, total = same + int(eq[b.valid].sum()), total + int(b.valid.sum())
+    finally:
+        reader.close()
+    return same / max(total, 1)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -152,16 +208,21 @@ def throughput(args, work, before, after, device) -> list[dict]:
         from engine.predict import default_chip, size_multiple
 
         chip = default_chip(card, 32, size_multiple(model))
+        runners = {c: bare_runner(ckpt, model, card, c, device, args.batch_size, args.runtime) for c in (TRAIN_CHIP, chip)}
         pixels_bare, pixels_pipe, tg_runs = [], [], []
         res = None
         for _ in range(args.repeat):  # interleaved, best of each: both see the same machine load
-            # the bare model on 512 px chips (which tile 2048 exactly) and on the pipeline's
+            # the bare runtime on 512 px chips (which tile 2048 exactly) and on the pipeline's
             # chip size: the faster of the two is the baseline (convolutions on power-of-two
             # sizes can be slower on CPUs, which would flatter the ratio)
             n = (SCENE // TRAIN_CHIP) ** 2
-            pixels_bare.append(bare_mps(model, card, device, args.batch_size, chips=n))
-            pixels_bare.append(bare_mps(model, card, device, args.batch_size, chips=n, chip=chip))
-            res = pipeline(model, card, before, after, work / f"out_{backbone}.tif", device, args.batch_size)
+            for c, runner in runners.items():
+                pixels_bare.append(bare_mps(runner, card, device, args.batch_size, chips=n, chip=c))
+            if device.type == "cuda":
+                import torch
+
+                torch.cuda.reset_peak_memory_stats()
+            res = pipeline(ckpt, before, after, work / f"out_{backbone}.tif", device, args.batch_size, args.runtime, readers=args.readers)
             pixels_pipe.append(SCENE * SCENE / 1e6 / res["seconds"])
             if torchgeo_python(args) and device.type == "cpu":
                 tg_runs.append(run_torchgeo(args, ckpt, before, after, work / f"tg_{backbone}.tif", res["chip"], res["overlap"]))
@@ -169,6 +230,7 @@ def throughput(args, work, before, after, device) -> list[dict]:
         row = {
             "backbone": backbone,
             "device": str(device),
+            "runtime": res["runtime"],
             "chip": res["chip"],
             "overlap": res["overlap"],
             "chips": res["chips"],
@@ -180,9 +242,18 @@ def throughput(args, work, before, after, device) -> list[dict]:
             "model_s": res["model_seconds"],
             "total_s": res["seconds"],
         }
+        threads = args.readers or (4 if device.type == "cuda" else 1)
+        row["data_path_mps"] = round(data_path_mps(before, after, card, chip, threads, args.batch_size), 4)
+        row["data_path_over_bare_model"] = round(row["data_path_mps"] / bare, 2)
+        log(f"  data path alone ({threads} reading threads, no model): {row['data_path_mps']:.3f} chip MP/s = "
+            f"{row['data_path_over_bare_model']:.1f}x the bare model" + (" (target >= 4x on the GPU)" if device.type == "cuda" else ""))
         if device.type == "cuda":
             import torch
 
+            row["amp_vs_fp32_agreement"] = round(amp_agreement(model, card, before, after, chip, device, args.batch_size), 5)
+            log(f"  AMP vs fp32 class agreement on the scene's chips: {row['amp_vs_fp32_agreement']:.4%}; "
+                f"time in the model / wall time {res['model_seconds'] / res['seconds']:.3f}; "
+                f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
             row["gpu_busy_fraction"] = round(res["model_seconds"] / res["seconds"], 3)
             row["gpu_peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
             try:
@@ -190,8 +261,8 @@ def throughput(args, work, before, after, device) -> list[dict]:
             except Exception:  # noqa: BLE001 - pynvml missing
                 pass
         log(
-            f"throughput {backbone} on {device}: bare {bare:.3f} MP/s, MaskTalk {pipe:.3f} MP/s over {SCENE}^2 "
-            f"(chip {res['chip']}, overlap {res['overlap']}, {res['chips']} chips) -> ratio {pipe / bare:.3f} (target >= 0.75)"
+            f"throughput {backbone} on {device} ({res['runtime']}): bare {bare:.3f} MP/s, MaskTalk {pipe:.3f} MP/s over {SCENE}^2 "
+            f"(chip {res['chip']}, overlap {res['overlap']}, {res['chips']} chips) -> ratio {pipe / bare:.3f} (target >= 0.8)"
         )
         if tg_runs:
             ok = [t for t in tg_runs if "seconds" in t]
@@ -212,12 +283,13 @@ def seams(args, work, before, after, device) -> dict:
 
     note = ""
     if args.model:
-        model, card = load_checkpoint(args.model)
+        ckpt = args.model
         source = args.model
     else:
-        model, card = load_checkpoint(random_checkpoint(work, "efficientnet_lite0"))
+        ckpt = random_checkpoint(work, "efficientnet_lite0")
         source = "random-weight efficientnet_lite0"
         note = "no --model given: a random-weight model (give the model `make demo` trains for the real figure)"
+    model, card = load_checkpoint(ckpt)
     import rasterio
 
     from engine.predict import default_chip, size_multiple
@@ -225,8 +297,8 @@ def seams(args, work, before, after, device) -> dict:
 
     chip = default_chip(card, 32, size_multiple(model))
     shift = chip // 2
-    pipeline(model, card, before, after, work / "seam_a.tif", device, args.batch_size)
-    pipeline(model, card, before, after, work / "seam_b.tif", device, args.batch_size, shift=shift)
+    pipeline(ckpt, before, after, work / "seam_a.tif", device, args.batch_size, args.runtime)
+    pipeline(ckpt, before, after, work / "seam_b.tif", device, args.batch_size, args.runtime, shift=shift)
     with rasterio.open(work / "seam_a.tif") as s:
         ca = s.read(1)
     with rasterio.open(work / "seam_b.tif") as s:
@@ -274,7 +346,8 @@ def memory(args, work, device) -> dict:
     for size in args.memory_sizes:
         before, after = make_scene(work, size)
         cmd = [sys.executable, __file__, "--worker", "memory", "--checkpoint", str(ckpt), "--before", str(before),
-               "--after", str(after), "--out", str(work / f"mem{size}.tif"), "--device", device.type, "--batch-size", str(args.batch_size)]
+               "--after", str(after), "--out", str(work / f"mem{size}.tif"), "--device", device.type, "--batch-size", str(args.batch_size),
+               "--runtime", args.runtime]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             log(f"memory run {size} failed:\n{proc.stderr[-2000:]}")
@@ -365,12 +438,11 @@ def worker_torchgeo(a) -> None:
 def worker_memory(a) -> None:
     import torch
 
-    from engine.checkpoint import load_checkpoint
     from engine.predict import PredictConfig, predict
 
-    model, card = load_checkpoint(a.checkpoint)
-    cfg = PredictConfig(before=a.before, after=a.after, out=a.out, batch_size=a.batch_size, device=a.device)
-    res = predict(cfg, model=model, card=card)
+    cfg = PredictConfig(before=a.before, after=a.after, model=a.checkpoint, out=a.out, batch_size=a.batch_size,
+                        device=a.device, runtime=a.runtime, overwrite=True)
+    res = predict(cfg)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {"peak_rss_mib": peak, "seconds": res["seconds"], "mps": res["megapixels_per_second"]}
     if a.device == "cuda":
@@ -385,6 +457,8 @@ def main() -> int:
     global SCENE
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--runtime", default="auto", help="predict --runtime for every figure (default auto: what users get)")
+    p.add_argument("--readers", type=int, default=0, help="reading threads (default: predict's, 1 on the CPU, 4 on CUDA)")
     p.add_argument("--model", default=None, help="checkpoint or training run folder for the seam figure (make demo's model)")
     p.add_argument("--backbones", default="efficientnet_lite0,dinov3_vits16")
     p.add_argument("--batch-size", type=int, default=None, help="default 4 on the CPU, 16 on CUDA")

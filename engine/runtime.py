@@ -14,6 +14,8 @@ def device_kind(requested: str) -> str:
     Raises:
         InputError: ``cuda`` was asked for but PyTorch sees no CUDA device.
     """
+    if requested == "cpu":  # no need to import PyTorch to know that
+        return "cpu"
     import torch
 
     if requested == "cuda" and not torch.cuda.is_available():

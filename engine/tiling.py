@@ -184,7 +184,45 @@ def quantized_weights(chip: int, overlap: int) -> np.ndarray:
     return np.maximum(np.rint(np.outer(r, r) * WEIGHT_SCALE), 1).astype(np.int32)
 
 
-def finalize(acc: np.ndarray | None, wsum: np.ndarray | None, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _argmax0(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(index, value)`` of the maximum over axis 0 of ``(K, h, w)``, first one on ties.
+
+    One pass per class over contiguous planes: faster than ``argmax(axis=0)`` on the
+    planes a chip grid gives, and it returns the maximum without a second lookup.
+    """
+    best = acc[0].copy()
+    idx = np.zeros(best.shape, np.intp)
+    for k in range(1, acc.shape[0]):
+        idx[acc[k] > best] = k
+        np.maximum(best, acc[k], out=best)
+    return idx, best
+
+
+def classify(acc: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """Class ids ``(h, w)`` from accumulated probabilities ``acc`` ``(K, h, w)``.
+
+    Args:
+        acc: blended probabilities (any positive scale: fixed point x weight).
+        threshold: None = the most probable class. A number ``t`` in ``[0, 1]``: a pixel is
+            changed when ``P(change) = 1 - P(no change) >= t`` (for two classes,
+            ``P(class 1) >= t``), and then takes the most probable change class;
+            otherwise class 0. ``t = 0.5`` on two classes is the most probable class (a tie counts as change).
+    """
+    return _classify(acc, threshold)[0]
+
+
+def _classify(acc: np.ndarray, threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`classify` and the accumulated value of the chosen class."""
+    if threshold is None or acc.shape[0] < 2:
+        return _argmax0(acc)
+    total = acc.sum(axis=0, dtype=np.int64 if np.issubdtype(acc.dtype, np.integer) else np.float64)
+    changed = (total - acc[0]) >= threshold * total
+    idx, best = _argmax0(acc[1:])
+    return np.where(changed, idx + 1, 0), np.where(changed, best, acc[0])
+
+
+def finalize(acc: np.ndarray | None, wsum: np.ndarray | None, shape: tuple[int, int],
+             threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Turn accumulated fixed-point probabilities into class and confidence.
 
     Args:
@@ -192,6 +230,7 @@ def finalize(acc: np.ndarray | None, wsum: np.ndarray | None, shape: tuple[int, 
             contributed).
         wsum: ``(h, w)`` int32 sums of weights (0 where no valid prediction).
         shape: ``(h, w)``, used when ``acc`` is None.
+        threshold: change threshold, see :func:`classify` (None = most probable class).
 
     Returns:
         ``(classes, confidence)``, both ``(h, w)`` uint8: class id (255 = nodata) and
@@ -199,12 +238,14 @@ def finalize(acc: np.ndarray | None, wsum: np.ndarray | None, shape: tuple[int, 
     """
     if acc is None:
         return np.full(shape, NODATA, np.uint8), np.full(shape, NODATA, np.uint8)
-    cls = acc.argmax(axis=0).astype(np.uint8)
-    best = acc.max(axis=0).astype(np.float64)
+    ids, best = _classify(acc, threshold)
+    cls = ids.astype(np.uint8)
+    best = best.astype(np.float64)
     ok = wsum > 0
-    conf = np.full(shape, NODATA, np.uint8)
-    conf[ok] = np.clip(np.rint(100.0 * best[ok] / (wsum[ok].astype(np.float64) * PROB_SCALE)), 0, 100).astype(np.uint8)
-    cls[~ok] = NODATA
+    # whole arrays, no masked indexing: the same arithmetic where ok, 255 elsewhere
+    pct = np.rint(100.0 * best / (np.maximum(wsum, 1).astype(np.float64) * PROB_SCALE))
+    conf = np.where(ok, np.clip(pct, 0, 100), NODATA).astype(np.uint8)
+    cls = np.where(ok, cls, NODATA).astype(np.uint8)
     return cls, conf
 
 
@@ -224,6 +265,7 @@ def _cells(starts: Sequence[int], chip: int, size: int) -> tuple[list[int], list
 class _Cell:
     remaining: int  # local chips still to arrive
     partial: bool  # some covering chips belong to another process
+    single: bool = False  # covered by one chip only: its prediction as it is, nothing to blend
     acc: np.ndarray | None = None
     wsum: np.ndarray | None = None
 
@@ -252,11 +294,13 @@ class StreamingBlender:
         chips: the chips this process will add (default: all). Cells also covered by
             chips of other processes are kept as *partials* (see :meth:`partials`)
             and left as nodata in the rows handed back.
+        threshold: change threshold of :func:`classify` (None = most probable class).
     """
 
     grid: ChipGrid
     num_classes: int
     chips: Iterable[tuple[int, int]] | None = None
+    threshold: float | None = None
     _weights: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -279,7 +323,7 @@ class StreamingBlender:
             for cj, cc in enumerate(ccov):
                 n_local = sum(1 for i in rc for j in cc if (i, j) in local)
                 if n_local:
-                    self._cells[(ci, cj)] = _Cell(n_local, n_local < len(rc) * len(cc))
+                    self._cells[(ci, cj)] = _Cell(n_local, n_local < len(rc) * len(cc), len(rc) * len(cc) == 1)
                     left += 1
             self._rows_left.append(left)
         self._next_row = 0
@@ -322,7 +366,11 @@ class StreamingBlender:
             for cj in self._chip_cellcols[j]:
                 c, d = self._cedges[cj], self._cedges[cj + 1]
                 cell = self._cells[(ci, cj)]
-                if w is not None:
+                if w is not None and cell.single:
+                    # one chip: a constant weight changes neither the class nor the confidence
+                    p = probs[:, a - r0 : b - r0, c - c0 : d - c0]
+                    cell.acc, cell.wsum = p, (w[a - r0 : b - r0, c - c0 : d - c0] > 0).astype(np.int32)
+                elif w is not None:
                     ww = w[a - r0 : b - r0, c - c0 : d - c0]
                     contrib = probs[:, a - r0 : b - r0, c - c0 : d - c0] * ww
                     if cell.acc is None:
@@ -344,7 +392,7 @@ class StreamingBlender:
         if cell.partial:
             self._partials[(ci, cj)] = (cell.acc, cell.wsum)
         elif cell.acc is not None:
-            cls, conf = finalize(cell.acc, cell.wsum, cell.wsum.shape)
+            cls, conf = finalize(cell.acc, cell.wsum, cell.wsum.shape, self.threshold)
             rc, rf = self._row_buffers(ci)
             c, d = self._cedges[cj], self._cedges[cj + 1]
             rc[:, c:d] = cls

@@ -141,47 +141,80 @@ def vectorize(
     min_pixels: int = 4,
     seed: int = 0,
     progress: Progress | None = None,
+    overwrite: bool = True,
 ) -> dict[str, Any]:
     """Write the ``changes`` and ``captions`` layers of a class raster to a GeoPackage.
 
     Args:
         raster: class GeoTIFF (band 1 class ids, 255 nodata; band 2 confidence % if any).
-        out: GeoPackage to write (replaced if it exists; written under a temporary name
-            and renamed when complete).
+        out: GeoPackage to write, under a temporary name renamed when complete
+            (:class:`engine.outputs.OutputSet`); an existing file is replaced only
+            with ``overwrite``, and never when the run fails.
         schema: the class schema of the raster.
         chip_size: caption chip side, pixels (the model's training chip).
         min_area: smallest region kept, square metres.
         min_pixels: smallest region kept, pixels.
         seed: seed of the per-chip template draw of the captions.
         progress: progress reporter and cancel flag.
+        overwrite: replace an existing ``out``.
 
     Returns:
         ``{"path", "changes": N polygons, "captions": N chips, "dropped": N small regions}``.
+
+    Raises:
+        InputError: unreadable raster, ``out`` is the raster, a folder, exists without
+            ``overwrite``, or cannot be written.
+    """
+    from .outputs import OutputSet
+
+    with OutputSet({"out": out}, {"raster": raster}, overwrite=overwrite) as outputs:
+        result = write_vectors(raster, outputs.temp("out"), schema, chip_size, min_area, min_pixels, seed, progress, final=Path(out))
+        outputs.commit()
+    return {**result, "path": str(out)}
+
+
+def write_vectors(
+    raster: str | os.PathLike,
+    path: Path,
+    schema: ClassSchema,
+    chip_size: int = 512,
+    min_area: float = 0.0,
+    min_pixels: int = 4,
+    seed: int = 0,
+    progress: Progress | None = None,
+    final: Path | None = None,
+) -> dict[str, Any]:
+    """:func:`vectorize` into ``path`` as it is (the caller owns temporary names and commits).
+
+    Args:
+        final: the path ``path`` will be moved to, for messages (default ``path``).
+
+    Raises:
+        InputError: unreadable raster, bad chip size, or a GeoPackage that cannot be written.
     """
     import rasterio
+    from fiona.errors import DataIOError, DriverIOError, FionaError
+    from rasterio.errors import RasterioError
 
     progress = progress or NullProgress()
-    out = Path(out)
     if chip_size < 1:
         raise InputError(f"caption chip size must be > 0 pixels, got {chip_size}")
     try:
         src = rasterio.open(raster)
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"cannot read the class raster {raster}: {exc}") from None
-    tmp = out.with_name(f".{out.stem}.incomplete.gpkg")  # renamed when complete
-    if tmp.exists():
-        tmp.unlink()
     try:
-        result = _vectorize(src, tmp, schema, chip_size, min_area, min_pixels, seed, progress)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
+        result = _vectorize(src, Path(path), schema, chip_size, min_area, min_pixels, seed, progress)
+    except RasterioError as exc:
+        raise InputError(f"cannot read the class raster {raster}: {str(exc.__cause__ or exc).splitlines()[0]}") from None
+    except (FionaError, DataIOError, DriverIOError, OSError) as exc:
+        target = final or path
+        raise InputError(f"cannot write {target}: {str(exc).splitlines()[0]}. Check the free space and permissions of "
+                         f"{Path(target).parent}, or choose another --vectors; nothing was replaced") from None
     finally:
         src.close()
-    os.replace(tmp, out)
-    log.info("wrote %d change polygons and %d chip captions to %s", result["changes"], result["captions"], out)
-    return {"path": str(out), **result}
+    log.info("wrote %d change polygons and %d chip captions to %s", result["changes"], result["captions"], final or path)
+    return {"path": str(final or path), **result}
 
 
 def _vectorize(src, tmp: Path, schema: ClassSchema, chip_size: int, min_area: float, min_pixels: int, seed: int, progress) -> dict:

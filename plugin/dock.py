@@ -43,6 +43,7 @@ from qgis.PyQt.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -791,7 +792,24 @@ class MaskTalkDock(QDockWidget):
 
     def start_detect(self):
         """Detect changes with the chosen model (background task); adds a layer group."""
-        self._start("detect", DetectTask, self.detect_job, self.detect_run)
+        self._start("detect", DetectTask, self.confirmed_detect_job, self.detect_run)
+
+    def confirmed_detect_job(self) -> DetectJob | None:
+        """:meth:`detect_job`, with ``overwrite`` only once the user agreed to replace
+        existing outputs; None when the user declines (nothing runs)."""
+        job = self.detect_job()
+        existing = [p for p in (job.out_raster, job.out_vectors) if p and Path(p).exists()]
+        if not existing:
+            return job
+        names = "\n".join(existing)
+        answer = QMessageBox.question(self, "MaskTalk: replace the detection?",
+                                      f"These outputs exist already:\n{names}\n\nReplace them? They are replaced only when the new "
+                                      "detection has finished.", QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        if answer != QMessageBox.Yes:
+            self.detect_run.status.setText("not started: the outputs exist")
+            return None
+        job.overwrite = True
+        return job
 
     def _start(self, kind: str, task_class, make_job, controls: RunControls):
         missing = self.missing(kind)
@@ -800,6 +818,8 @@ class MaskTalkDock(QDockWidget):
             return None
         try:
             job = make_job()
+            if job is None:  # the user declined (e.g. to replace existing outputs)
+                return None
             task = task_class(job, project=self.project, on_finished=self._task_done)
         except (InputError, LayerProblem, ValueError, OSError) as exc:
             self.error(f"{kind}: {exc}")

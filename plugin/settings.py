@@ -276,6 +276,13 @@ class DetectJob:
         model: checkpoint folder or training run folder.
         out_raster: output GeoTIFF (class band with colour table + confidence).
         out_vectors: output GeoPackage (``changes`` and ``captions``); "" = none.
+        overwrite: replace existing outputs (``--overwrite``); set only after the user
+            agreed (the dock asks; Processing asks in its own file dialog). Without it
+            the engine refuses an existing output.
+        threshold: probability of change from which a pixel is changed; None = the
+            model card's, else the engine's (0.5 for two classes, the most probable class
+            for more).
+        min_area: smallest change polygon kept, square metres; None = the engine's.
         extent: ``QgsReferencedRectangle`` to limit the detection; None = whole *before*.
         resolution: pixel size for exports of non-file rasters.
         add_layers: add the outputs to the project (in a group named ``group_name``).
@@ -286,6 +293,9 @@ class DetectJob:
     model: str
     out_raster: str
     out_vectors: str = ""
+    overwrite: bool = False
+    threshold: float | None = None
+    min_area: float | None = None
     chip: int | None = None
     overlap: int | None = None
     batch_size: int | None = None
@@ -303,6 +313,10 @@ class DetectJob:
     def engine_args(self, before: str, after: str, extent: tuple[float, float, float, float] | None = None) -> list[str]:
         args = ["--before", str(before), "--after", str(after), "--model", str(self.model), "--out", str(self.out_raster)]
         _opt(args, "--vectors", self.out_vectors)
+        if self.overwrite:
+            args.append("--overwrite")
+        _opt(args, "--threshold", self.threshold)
+        _opt(args, "--min-area", self.min_area)
         _opt(args, "--chip", self.chip)
         _opt(args, "--overlap", self.overlap)
         _opt(args, "--batch-size", self.batch_size)

@@ -109,10 +109,9 @@ def step_predict(ctx: DemoContext) -> dict[str, Any]:
     from ..predict import PredictConfig, predict
 
     raster, vectors = ctx.out / "prediction.tif", ctx.out / "changes.gpkg"
-    for old in (raster, vectors):
-        old.unlink(missing_ok=True)
+    # the demo's own folder: a re-run replaces its outputs, and only once the new ones are complete
     config = PredictConfig(before=str(ctx.scene.before), after=str(ctx.scene.after), model=str(ctx.out / "run"),
-                           out=str(raster), vectors=str(vectors), device="auto")
+                           out=str(raster), vectors=str(vectors), device="auto", overwrite=True)
     result = predict(config, ctx.progress)
     return {"prediction": str(raster), "changes": str(vectors), "pixels_changed": result.get("pixels_changed")}
 

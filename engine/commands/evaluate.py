@@ -56,7 +56,8 @@ def _read(path: Path, mapping: dict[int, int]):
             with rasterio.open(path) as ds:
                 raw = ds.read(1).astype(np.int64)
     except RasterioIOError as exc:
-        raise InputError(f"cannot read {path}: {exc}; expected a single-band class raster (PNG, GeoTIFF)") from None
+        reason = str(exc.__cause__ or exc).splitlines()[0].rstrip(". ")  # GDAL's reason, not "see previous exception"
+        raise InputError(f"cannot read {path}: {reason}; expected a readable single-band class raster (PNG, GeoTIFF)") from None
     out = raw.copy()
     for src, dst in mapping.items():
         out[raw == src] = dst

@@ -26,6 +26,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .. import outputs as _outputs
 from ..errors import InputError
 
 STATE_FILE = "train_state.json"
@@ -68,25 +69,12 @@ def _existing_parent(p: Path) -> Path:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same folder."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _outputs.atomic_write_text(path, text)
 
 
 def swap_into_place(staging: Path, target: Path) -> None:
     """Replace ``target`` by the complete folder ``staging`` (two renames; recoverable)."""
-    old = target.parent / f".{target.name}.old-{os.getpid()}"
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    _outputs.swap_into_place(staging, target)
 
 
 def recover_run_dir(run: Path) -> None:

@@ -391,6 +391,12 @@ class DetectChangesAlgorithm(EngineAlgorithm):
                 "RESOLUTION", "Pixel size for web/virtual rasters (layer units)", QgsProcessingParameterNumber.Double, optional=True, minValue=0
             )
         )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "THRESHOLD", "Change threshold (probability 0-1; empty = the model's, else 0.5 for two classes, the most probable class for more)", QgsProcessingParameterNumber.Double,
+                optional=True, minValue=0, maxValue=1
+            )
+        )
         self.addParameter(QgsProcessingParameterNumber("CHIP", "Chip size (pixels)", optional=True, minValue=0))
         self.addParameter(QgsProcessingParameterNumber("OVERLAP", "Overlap (pixels)", optional=True, minValue=0))
         self.addParameter(QgsProcessingParameterNumber("BATCH_SIZE", "Batch size", optional=True, minValue=0))
@@ -421,6 +427,8 @@ class DetectChangesAlgorithm(EngineAlgorithm):
             model=self.parameterAsFile(parameters, "MODEL", context),
             out_raster=out,
             out_vectors=vectors or "",
+            overwrite=True,  # Processing's own file widgets ask before replacing a file
+            threshold=self.optional_double(parameters, "THRESHOLD", context),
             chip=self.optional_int(parameters, "CHIP", context),
             overlap=self.optional_int(parameters, "OVERLAP", context),
             batch_size=self.optional_int(parameters, "BATCH_SIZE", context),

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import types
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from rasterio.transform import from_origin
 
 from engine.errors import Cancelled, InputError
 from engine.predict import PredictConfig, parse_extent, predict
+from engine.tiling import classify
 from engine.progress import CallbackProgress, NullProgress
 from engine.schema import load_preset
 
@@ -107,8 +107,8 @@ def pixel_reference(model, before, after):
     with rasterio.open(after) as s:
         a = (s.read().astype(np.float32) - 128) / 64
     with torch.no_grad():
-        logits = model(torch.from_numpy(b)[None], torch.from_numpy(a)[None])["logits"][0]
-    return logits.argmax(0).numpy().astype(np.uint8)
+        probs = torch.softmax(model(torch.from_numpy(b)[None], torch.from_numpy(a)[None])["logits"][0], 0).numpy()
+    return classify(probs, None).astype(np.uint8)  # 7 classes: the most probable class by default
 
 
 def test_output_has_the_inputs_georeferencing_colours_and_confidence(make_pair, tmp_path):
@@ -293,9 +293,9 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, tiny_checkpoint):
 def test_cuda_out_of_memory_halves_the_batch_and_retries():
     """The retry logic, without a GPU: a forward that fails above 1 chip per batch."""
     from engine.errors import ModelError
-    from engine.predict import _Runner
+    from engine.inference.runner import TorchRunner
 
-    runner = _Runner(ConstantModel(), torch.device("cpu"), batch_size=4)
+    runner = TorchRunner(ConstantModel(), torch.device("cpu"), batch_size=4)
     runner.cuda = True  # pretend: the out-of-memory path only runs on CUDA
     sizes = []
 

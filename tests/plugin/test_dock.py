@@ -280,6 +280,30 @@ def test_detect_extent_choices(dock, scene_layers, qgis_iface):
     assert rect.crs() == before.crs() and rect.contains(pixel_rect(before, 1, 1, 99, 119))
 
 
+@pytest.mark.parametrize("answer", ["Yes", "No"])
+def test_detect_asks_before_replacing_existing_outputs(dock, tmp_path, monkeypatch, answer):
+    from qgis.PyQt.QtWidgets import QMessageBox
+
+    settings = importlib.import_module("masktalk.plugin.settings")
+    out = tmp_path / "changes.tif"
+    fresh = settings.DetectJob(before=None, after=None, model="/run", out_raster=str(tmp_path / "new.tif"))
+    monkeypatch.setattr(dock, "detect_job", lambda: fresh)
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or getattr(QMessageBox, answer))
+    job = dock.confirmed_detect_job()
+    assert job is fresh and not job.overwrite and "--overwrite" not in job.engine_args("b.tif", "a.tif") and not asked
+    out.write_bytes(b"an earlier detection")
+    existing = settings.DetectJob(before=None, after=None, model="/run", out_raster=str(out), out_vectors=str(tmp_path / "c.gpkg"))
+    monkeypatch.setattr(dock, "detect_job", lambda: existing)
+    job = dock.confirmed_detect_job()
+    assert len(asked) == 1 and str(out) in asked[0] and "c.gpkg" not in asked[0]
+    if answer == "Yes":
+        assert job.overwrite and "--overwrite" in job.engine_args("b.tif", "a.tif")
+    else:
+        assert job is None and "exist" in dock.detect_run.status.text()
+    assert out.read_bytes() == b"an earlier detection"
+
+
 def test_model_list_reads_run_folders(dock, tmp_path):
     runs = tmp_path / "runs"
     schema = importlib.import_module("masktalk.engine.schema").load_preset("building")

@@ -200,6 +200,8 @@ def test_job_settings_become_engine_arguments(mt):
     assert det.engine_args("b.tif", "a.tif", (1.0, 2.0, 3.5, 4.0)) == [
         "--before", "b.tif", "--after", "a.tif", "--model", "/run", "--out", "o.tif", "--vectors", "o.gpkg",
         "--overlap", "32", "--device", "auto", "--extent", "1.0,2.0,3.5,4.0"]
+    det = S.DetectJob(before="b", after="a", model="/run", out_raster="o.tif", overwrite=True, threshold=0.3)
+    assert det.engine_args("b.tif", "a.tif")[8:] == ["--overwrite", "--threshold", "0.3", "--device", "auto"]
 
 
 def test_diagnostics_task_reports_a_missing_engine(mt, tmp_path, monkeypatch, qtbot, qgis_app):
