@@ -32,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 log = logging.getLogger("masktalk.runner")
 
@@ -56,7 +56,7 @@ CHILD_ENV_DROP = (
 STDERR_TAIL_CHARS = 4000
 DEFAULT_GRACE_S = 10.0
 
-ProgressCallback = Callable[[float | None, str], None]
+ProgressCallback = Callable[[Optional[float], str], None]  # Optional: evaluated at import, Python 3.9
 LogCallback = Callable[[str, str], None]
 EventCallback = Callable[[dict], None]
 

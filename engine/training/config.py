@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..captions import ELEMENTS as QUADRUPLE_ELEMENTS  # what drop_elements may leave out (Table 5)
 from ..config import JobConfig, check_choice, check_positive
 from ..errors import InputError
-
-#: Elements of the S2M quadruple that ``drop_elements`` may leave out (paper Table 5).
-QUADRUPLE_ELEMENTS = ("quantity", "type", "category", "location")
 TEXT_MODES = ("s2m", "none")
 
 

@@ -55,7 +55,9 @@ class CropDataset:
 
     def crop(self, n: int):
         step, k = divmod(int(n), self.batch)
-        return self.sampler.sample(step, self.batch * self.world)[self.rank * self.batch + k], step, k
+        if getattr(self, "_step", None) != step:  # one draw per step, not one per sample
+            self._step, self._crops = step, self.sampler.sample(step, self.batch * self.world)
+        return self._crops[self.rank * self.batch + k], step, k
 
     def __getitem__(self, n: int) -> dict[str, Any]:
         import torch
