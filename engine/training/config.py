@@ -54,6 +54,8 @@ class TrainConfig(JobConfig):
         drop_elements: quadruple elements left out of the captions (Table 5 ablation).
         quantity_scale: multiplies the quantity thresholds of eq. 3 (1 = the paper).
         photometric: strength of the per-date photometric augmentation (0 = off).
+        change_crops: share of each step's crops centred on a change pixel of a change
+            class drawn uniformly (class-balanced, see :mod:`.sampler`); 0 = uniform crops.
         device, amp, seed, workers, resume: as named.
     """
 
@@ -101,6 +103,7 @@ class TrainConfig(JobConfig):
     drop_elements: tuple[str, ...] = ()
     quantity_scale: float = 1.0
     photometric: float = 1.0
+    change_crops: float = 0.5
     device: str = "auto"
     amp: bool = True
     seed: int = 0
@@ -127,6 +130,8 @@ class TrainConfig(JobConfig):
             raise InputError("give either --steps or --stage1-epochs/--stage2-epochs, not both")
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_positive("photometric", self.photometric, allow_zero=True)
+        if not 0 <= self.change_crops <= 1:
+            raise InputError(f"--change-crops must be within 0..1 (a share of the crops), got {self.change_crops}")
         if self.crop > self.chip:
             raise InputError(f"--crop {self.crop} is larger than --chip {self.chip}; training crops must fit a chip")
         if not 0 < self.val_fraction <= 0.5:

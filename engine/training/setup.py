@@ -14,7 +14,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
 from . import schedule as sched
 from .config import TrainConfig
 from .sampler import CropSampler
@@ -59,16 +58,18 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
 
 def prepare(config: TrainConfig, world: int = 1) -> Prepared:
     """Build and check everything (see the module docstring)."""
+    from ..options import enforce
     from ..schema import resolve_schema
 
     config = resolve_config(config)
     run = Path(config.out)
     check_out_folder(run, resume=config.resume)
+    enforce("train", {f.name: getattr(config, f.name) for f in dataclasses.fields(config)})  # the option rules, before any work
     schema = resolve_schema(config.preset, config.schema, default="gaza")
     source = open_source(config, schema)
     lists = _list_indices(source)
     parts = split(source.images, val_fraction=config.val_fraction, crop=config.crop, chip=config.chip, seed=config.seed, lists=lists)
-    sampler = CropSampler(source.images, parts, config.crop, config.seed)
+    sampler = CropSampler(source.images, parts, config.crop, config.seed, focus=config.change_crops)
     train_px = sum(float(((im.labelled > 0) & t).sum()) for im, t in zip(source.images, parts.train_cells)) * 16 * 16
     model, text_encoder = build(config, schema, source.bands)
     normalization = _normalization(config, source, sampler)
@@ -98,10 +99,7 @@ def build(config: TrainConfig, schema, bands: int):
 
     name, weights = (config.backbone, config.weights) if config.backbone else default_backbone(config.weights)
     torch.manual_seed(config.seed)
-    backbone = create_backbone(name, weights, in_bands=bands, **(config.backbone_options or {}))
-    for what, size in (("--chip", config.chip), ("--crop", config.crop)):
-        if size % backbone.size_multiple:
-            raise InputError(f"{what} {size} is not a multiple of {backbone.size_multiple}, required by backbone {name}")
+    backbone = create_backbone(name, weights, in_bands=bands, **(config.backbone_options or {}))  # chip/crop multiples: engine.options
     text_encoder = None
     if config.uses_text:
         from ..models.text import create_text_encoder

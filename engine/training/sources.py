@@ -48,6 +48,9 @@ class ImageInfo:
             1/255 units (0 = nothing labelled).
         changed: same shape, bool, True where a cell holds a change pixel.
         origin: ``(row, col)`` of the image's top-left pixel on the source grid (scenes).
+        classes: same shape, uint32 bit set of the change classes in each cell (bit
+            ``c - 1`` for class ``c``; classes above 32 share bit 31), or None. Used to
+            draw class-balanced change crops (:mod:`.sampler`).
     """
 
     name: str
@@ -56,14 +59,25 @@ class ImageInfo:
     labelled: np.ndarray
     changed: np.ndarray
     origin: tuple[int, int] = (0, 0)
+    classes: np.ndarray | None = None
 
     @property
     def labelled_px(self) -> float:
         return float(self.labelled.sum()) / 255.0 * CELL * CELL
 
 
-def summarise(label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cell summaries of a class raster ``(H, W)``: labelled share and change presence."""
+#: Change classes with a bit of their own in :attr:`ImageInfo.classes` (more share the last bit).
+CLASS_BITS = 32
+
+
+def summarise(label: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cell summaries of a class raster ``(H, W)``.
+
+    Returns:
+        ``(labelled, changed, classes)``: labelled share per cell (uint8, 1/255 units),
+        change presence (bool) and the bit set of change classes present (uint32, see
+        :attr:`ImageInfo.classes`), each ``(ceil(H/CELL), ceil(W/CELL))``.
+    """
     h, w = label.shape
     gh, gw = -(-h // CELL), -(-w // CELL)
     pad = np.full((gh * CELL, gw * CELL), NODATA_CLASS, np.uint8)
@@ -71,7 +85,11 @@ def summarise(label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cells = pad.reshape(gh, CELL, gw, CELL)
     known = (cells != NODATA_CLASS).sum(axis=(1, 3))
     changed = ((cells != NODATA_CLASS) & (cells > 0)).any(axis=(1, 3))
-    return np.round(known * 255.0 / (CELL * CELL)).astype(np.uint8), changed
+    classes = np.zeros((gh, gw), np.uint32)
+    for c in np.unique(pad[(pad != NODATA_CLASS) & (pad > 0)]):
+        bit = np.uint32(1) << np.uint32(min(int(c), CLASS_BITS) - 1)
+        classes[(cells == c).any(axis=(1, 3))] |= bit
+    return np.round(known * 255.0 / (CELL * CELL)).astype(np.uint8), changed, classes
 
 
 class _LRU:
@@ -234,8 +252,8 @@ class FolderSource(Source):
             except Exception as exc:  # noqa: BLE001 - any decoding error of a user file
                 raise InputError(f"cannot read label {pl}: {exc}") from None
         label = map_labels(raw, self.label_map, self.schema, str(pl))
-        labelled, changed = summarise(label)
-        return ImageInfo(name, int(label.shape[0]), int(label.shape[1]), labelled, changed)
+        labelled, changed, classes = summarise(label)
+        return ImageInfo(name, int(label.shape[0]), int(label.shape[1]), labelled, changed, classes=classes)
 
     def split_lists(self) -> tuple[list[str], list[str]] | None:
         """Names of ``list/train.txt`` and ``list/val.txt`` when both exist."""
@@ -314,8 +332,8 @@ class SceneSource(Source):
             self.region = self._region(pair, aoi, aoi_layer, layer)
             self.label = self._rasterise(pair, schema, class_field, layer, aoi, aoi_layer, label_map)
         r0, c0, h, w = self.region
-        labelled, changed = summarise(self.label)
-        self.images = [ImageInfo(f"{self.paths[0].name} labelled area", h, w, labelled, changed, (r0, c0))]
+        labelled, changed, classes = summarise(self.label)
+        self.images = [ImageInfo(f"{self.paths[0].name} labelled area", h, w, labelled, changed, (r0, c0), classes)]
         self.description = f"scene {self.paths[0].name} / {self.paths[1].name} / {self.labels_path.name} ({w}x{h} px labelled area)"
 
     @property

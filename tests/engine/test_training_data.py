@@ -199,6 +199,41 @@ def test_sampler_is_seeded_fresh_every_step_and_stays_in_the_labelled_area(scene
             assert (lab != NODATA_CLASS).any()
 
 
+def test_change_crops_balance_the_change_classes_and_keep_out_of_validation(tmp_path):
+    """A class with 1/16 of the other's pixels is seen in about as many crops as the common one."""
+    xbd = load_preset("xbd")
+    for d in ("A", "B", "label"):
+        (tmp_path / d).mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        lab = np.zeros((256, 256), np.uint8)
+        lab[20:84, 20:84] = 1  # common class: 4096 px per image
+        lab[200:216, 200:216] = 3  # rare class: 256 px per image
+        img = rng.integers(0, 255, (3, 256, 256))
+        _png(tmp_path / "A" / f"t{k}.png", img)
+        _png(tmp_path / "B" / f"t{k}.png", img)
+        _png(tmp_path / "label" / f"t{k}.png", lab)
+    src = FolderSource(tmp_path, xbd)
+    assert src.images[0].classes[1, 1] == 1 and src.images[0].classes[13, 13] == 4  # bit c - 1 of class c
+    parts = split(src.images, val_fraction=0.2, crop=64, chip=128, seed=0)
+    masks = _val_mask(src.images, parts)
+
+    def seen(sampler):
+        counts = np.zeros(4)
+        for step in range(60):
+            for c in sampler.sample(step, 8):
+                assert not masks[c.image][c.row : c.row + 64, c.col : c.col + 64].any()
+                _, _, lab = src.read(c.image, c.row, c.col, 64, 64)
+                counts += [(lab == v).any() for v in range(4)]
+        return counts / 480
+
+    uniform, balanced = seen(CropSampler(src.images, parts, 64, seed=0)), seen(CropSampler(src.images, parts, 64, seed=0, focus=0.5))
+    assert uniform[3] < 0.15 < balanced[3]  # the rare class in > 1 crop of 4 (~0.25 + uniform hits)
+    assert balanced[1] > uniform[1]
+    assert abs(balanced[3] - balanced[1]) < 0.2 + (uniform[1] - uniform[3])  # balanced up to the uniform share
+    assert CropSampler(src.images, parts, 64, seed=0, focus=0.5).sample(7, 8) == CropSampler(src.images, parts, 64, seed=0, focus=0.5).sample(7, 8)
+
+
 def test_sampler_refuses_a_crop_that_cannot_fit(tmp_path):
     binary = load_preset("building")
     make_folder(tmp_path, n=3, size=32, lists=False)
@@ -276,5 +311,5 @@ def test_memory_does_not_depend_on_the_folder_size(tmp_path):
     binary = load_preset("building")
     make_folder(tmp_path, n=6, size=64, lists=False)
     src = FolderSource(tmp_path, binary, label_map={255: 1})
-    per_image = sum(im.labelled.nbytes + im.changed.nbytes for im in src.images) / len(src.images)
-    assert per_image <= 2 * (64 // CELL) ** 2
+    per_image = sum(im.labelled.nbytes + im.changed.nbytes + im.classes.nbytes for im in src.images) / len(src.images)
+    assert per_image <= 6 * (64 // CELL) ** 2  # labelled share, change flag, class bits
