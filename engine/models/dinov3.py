@@ -245,8 +245,17 @@ def create_dinov3(
                 f"{source} is not a DINOv3 weights folder: config.json is missing. "
                 "Give the folder written by save_pretrained / huggingface-cli download (config.json + model.safetensors)"
             )
+    # A hub id may carry a pinned revision ("org/name@commit"); a local folder is read
+    # as it is, never from the network. An unpinned hub id downloads the hub's current
+    # "main" (the log says so): pin it for reproducible runs.
+    local = Path(source).exists()
+    revision = None
+    if not local and "@" in source:
+        source, revision = source.split("@", 1)
+    if not local and revision is None:
+        logger.warning("loading %s from the Hugging Face hub without a pinned revision (main); give %s@COMMIT to pin it", source, source)
     try:
-        vit = DINOv3ViTModel.from_pretrained(source, attn_implementation="sdpa")
+        vit = DINOv3ViTModel.from_pretrained(source, attn_implementation="sdpa", revision=revision or "main", local_files_only=local)
     except pickle.UnpicklingError as exc:  # a .bin needing code; transformers reads with weights_only
         from .registry import pickled_code_error
 

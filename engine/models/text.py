@@ -214,8 +214,9 @@ class MiniLMEncoder(TextEncoder):
         hf_logging.disable_progress_bar()  # stderr stays readable in the plugin's log
 
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-            self.model = AutoModel.from_pretrained(str(folder))
+            # a local folder only (the offline package's or --text-weights), never the hub
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)  # nosec B615 - local folder, no download
+            self.model = AutoModel.from_pretrained(str(folder), local_files_only=True)  # nosec B615 - local folder, no download
         except Exception as exc:  # noqa: BLE001
             raise ModelError(f"cannot load the MiniLM text encoder from {folder}: {exc}") from exc
         self.name = "minilm"
