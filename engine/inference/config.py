@@ -32,8 +32,9 @@ class PredictConfig(JobConfig):
         vectors: optional output GeoPackage (layers ``changes`` and ``captions``).
         overwrite: replace existing outputs (otherwise an existing output is refused
             before any work). Outputs are replaced only once all of them are complete.
-        chip: chip side in pixels; None = the model's training chip + ``overlap``,
-            rounded up to the backbone's size multiple.
+        chip: chip side in pixels; None = ``max(training chip, 512) + overlap``, rounded
+            up to the backbone's size multiple, at most the region's longer side
+            (:func:`engine.inference.model.default_chip`).
         overlap: pixels shared by neighbouring chips (blended), 0 .. chip/2.
         batch_size: chips per forward pass.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.

@@ -291,7 +291,7 @@ def _write_info(model_path: Path, info: dict) -> None:
     atomic_write_text(_info_path(model_path), json.dumps(info, indent=1) + "\n")
 
 
-def prepare_onnx(checkpoint, overlap: int = 32, log_fn=None) -> Path | None:
+def prepare_onnx(checkpoint, overlap: int = 32, log_fn=None, extent: int | None = None) -> Path | None:
     """Export a checkpoint for ``predict``'s default chip now (e.g. at the end of training),
     so that the first prediction does not wait for it.
 
@@ -299,6 +299,8 @@ def prepare_onnx(checkpoint, overlap: int = 32, log_fn=None) -> Path | None:
         checkpoint: checkpoint folder or training run folder.
         overlap: the prediction overlap the chip is sized for (predict's default: 32).
         log_fn: ``log_fn(message)``.
+        extent: the longer side of the scenes to be predicted, px (None: scenes larger
+            than the default chip); smaller rasters are predicted as one chip of their size.
 
     Returns:
         The cached export, or None where ``predict --runtime auto`` would not use ONNX
@@ -317,7 +319,7 @@ def prepare_onnx(checkpoint, overlap: int = 32, log_fn=None) -> Path | None:
     card = read_card(folder)
     if not onnxruntime_available() or not str(card.backbone).startswith(ONNX_FASTER):
         return None
-    chip = default_chip(card, overlap, int(card.size_multiple))
+    chip = default_chip(card, overlap, int(card.size_multiple), extent)
     loaded: list = []
 
     def torch_model():

@@ -170,8 +170,8 @@ def _plan(config: PredictConfig, model, card, dist: Dist, kind: str, progress) -
         raise ValueError("predict(model=...) needs the model's card too")
     mean_std(card)
     schema = schema_of(card)
-    chip = chip_size(config, model, card)
     region = plan_region(config, card)
+    chip = chip_size(config, model, card, max(region.height, region.width))
     grid = chip_grid(region.height, region.width, chip, config.overlap, config.shift)
     rows = shard_rows(grid.n_rows, dist.world, dist.rank) if dist.world > 1 else range(grid.n_rows)
     device = f"cuda:{dist.local_rank}" if kind == "cuda" and dist.world > 1 else kind

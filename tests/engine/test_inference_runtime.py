@@ -206,7 +206,9 @@ def test_weights_hash_changes_with_the_weights():
 def test_prepare_onnx_exports_what_the_first_prediction_uses(pair, tmp_path, tiny_checkpoint):  # noqa: F811
     from engine.inference.export import prepare_onnx
 
-    path = prepare_onnx(tiny_checkpoint)  # the default chip: 64 + 32
+    large = prepare_onnx(tiny_checkpoint)  # a large scene: max(64, 512) + 32
+    assert large is not None and large.name.endswith("-544px-fp32.onnx") and large.is_file()
+    path = prepare_onnx(tiny_checkpoint, extent=80)  # this 80 x 64 px pair: one chip of 96 px
     assert path is not None and path.name.endswith("-96px-fp32.onnx") and path.is_file()
     events = []
     run(pair, tmp_path / "p.tif", model=str(tiny_checkpoint), device="cpu", chip=None, overlap=32, progress=CallbackProgress(events.append))
