@@ -25,7 +25,7 @@ import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Union
 
 from .errors import InputError
 
@@ -34,7 +34,7 @@ SIDECARS = (".aux.xml", ".ovr", ".msk")
 #: Files SQLite or GDAL may leave beside a temporary output while it is written.
 TEMP_TAILS = ("-wal", "-shm", "-journal", ".aux.xml")
 
-PathLike = str | os.PathLike
+PathLike = Union[str, os.PathLike]  # evaluated at import: no 'X | Y' (Python 3.9 in QGIS)
 
 
 def same_file(a: Path, b: Path) -> bool:

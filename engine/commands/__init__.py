@@ -15,4 +15,5 @@ COMMANDS = {
     "evaluate": "evaluate",
     "demo": "demo",
     "info": "info",
+    "options": "options",
 }

@@ -21,12 +21,15 @@ HELP = "describe the changes of a label raster with S2M sentences (where, what, 
 
 
 def configure(parser) -> None:
-    parser.add_argument("label", help="label raster (GeoTIFF or PNG), one band of class ids, 255 = ignore")
+    from ..options import bounded, one_line_errors, path
+
+    one_line_errors(parser)
+    parser.add_argument("label", type=path, help="label raster (GeoTIFF or PNG), one band of class ids, 255 = ignore")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--preset", help=f"class schema preset: {', '.join(preset_names())}")
-    group.add_argument("--schema", help="class schema JSON file")
-    parser.add_argument("--chip", type=int, default=None, help="chip size in pixels (default: the whole raster as one chip)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the template draw (default 0)")
+    group.add_argument("--schema", type=path, help="class schema JSON file")
+    parser.add_argument("--chip", type=bounded(int, 1), default=None, help="chip size in pixels (default: the whole raster as one chip)")
+    parser.add_argument("--seed", type=bounded(int, 0), default=0, help="seed of the template draw (default 0)")
     parser.add_argument("--label-map", default=None, help="remap raw values first, e.g. 255:1 for 0/255 masks")
     parser.add_argument("--json", action="store_true", help="print the chips as a JSON list")
 
@@ -87,8 +90,6 @@ def read_label(path: str | Path, label_map: dict[int, int] | None = None, schema
 
 def run(args, progress) -> dict:
     schema = resolve_schema(args.preset, args.schema)
-    if args.chip is not None and args.chip <= 0:
-        raise InputError(f"--chip must be a positive number of pixels, got {args.chip}")
     label_path = Path(args.label)
     progress.report(0.0, f"reading {label_path.name}")
     labels = read_label(label_path, parse_label_map(args.label_map), schema)

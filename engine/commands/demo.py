@@ -38,12 +38,15 @@ CAPTION_CHIP = 256
 
 
 def configure(parser) -> None:
-    parser.add_argument("--out", default="demo-output", help="output folder (default demo-output/)")
+    from ..options import bounded, one_line_errors, path
+
+    one_line_errors(parser)
+    parser.add_argument("--out", default="demo-output", type=path, help="output folder (default demo-output/)")
     parser.add_argument("--size", type=int, default=1024, help="scene side in pixels at 0.5 m (default 1024, at least 128)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the scene and of the caption templates (default 0)")
+    parser.add_argument("--seed", type=bounded(int, 0), default=0, help="seed of the scene and of the caption templates (default 0)")
     parser.add_argument("--json", action="store_true", help="print the result (paths written) as JSON")
-    parser.add_argument("--steps", type=int, default=None, help="override the training steps (default: train's own default for the labelled area)")
-    parser.add_argument("--chip", type=int, default=None, help="override the demo's model chip size (pixels)")
+    parser.add_argument("--steps", type=bounded(int, 1), default=None, help="override the training steps (default: train's own default for the labelled area)")
+    parser.add_argument("--chip", type=bounded(int, 16), default=None, help="override the demo's model chip size (pixels)")
     parser.add_argument("--skip", action="append", choices=("train", "predict", "evaluate", "preview"),
                         help="leave out a step and those that need it (repeatable): e.g. --skip train for the scene and captions only")
 

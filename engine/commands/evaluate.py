@@ -10,9 +10,12 @@ _SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt", "
 
 
 def configure(parser) -> None:
-    parser.add_argument("--pred", required=True, help="predicted class raster, or a folder of them (paired with --truth by file name); 255 = nodata, left out")
-    parser.add_argument("--truth", required=True, help="ground-truth class raster, or a folder of them; 255 = ignored")
-    parser.add_argument("--num-classes", type=int, default=None, help="number of classes including no change (default: the largest value seen + 1, at least 2)")
+    from ..options import bounded, one_line_errors, path
+
+    one_line_errors(parser)
+    parser.add_argument("--pred", required=True, type=path, help="predicted class raster, or a folder of them (paired with --truth by file name); 255 = nodata, left out")
+    parser.add_argument("--truth", required=True, type=path, help="ground-truth class raster, or a folder of them; 255 = ignored")
+    parser.add_argument("--num-classes", type=bounded(int, 2), default=None, help="number of classes including no change (default: the largest value seen + 1, at least 2)")
     parser.add_argument("--label-map", default=None, help="raw truth value -> class id, e.g. 255:1 for LEVIR-CD / WHU-CD")
     parser.add_argument("--pred-label-map", default=None, help="raw prediction value -> class id (default: none; e.g. 255:1 for 0/255 masks)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -91,9 +94,7 @@ def run(args, progress) -> dict:
             top = max(top, int(a[keep].max()), int(b[keep].max()))
         arrays.append((p, t, a, b))
         progress.report((i + 1) / (2 * len(pairs)), f"read {t.name}")
-    k = args.num_classes or top + 1
-    if k < 2:
-        raise InputError(f"--num-classes must be at least 2, got {k}")
+    k = args.num_classes or top + 1  # at least 2: --num-classes is bounded, top starts at 1
     cm = ConfusionMatrix(k)
     unpredicted = 0
     for i, (p, t, a, b) in enumerate(arrays):

@@ -10,6 +10,9 @@ HELP = "print versions, devices and available weights (diagnostics for bug repor
 
 
 def configure(parser) -> None:
+    from ..options import one_line_errors
+
+    one_line_errors(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 

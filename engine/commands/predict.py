@@ -34,40 +34,46 @@ classes (the most probable class) and the most probable class for more.
 def configure(parser) -> None:
     import argparse
 
-    from ..inference.config import RUNTIMES, default_of as d
+    from ..inference.config import DEVICES, RUNTIMES, default_of as d
+    from ..options import bounded, one_line_errors, path
 
+    one_line_errors(parser)
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     io = parser.add_argument_group("inputs and outputs")
-    io.add_argument("--before", required=True, help="first-date raster; the output has its grid (CRS, transform, size)")
-    io.add_argument("--after", required=True, help="second-date raster (any grid overlapping before; aligned on the fly)")
-    io.add_argument("--model", required=True, help="checkpoint folder, or a training run folder (its best checkpoint)")
-    io.add_argument("--out", required=True, help="output GeoTIFF (.tif)")
-    io.add_argument("--vectors", default=d("vectors"), help="also write change polygons and chip captions to this GeoPackage (.gpkg)")
+    io.add_argument("--before", required=True, type=path, help="first-date raster; the output has its grid (CRS, transform, size)")
+    io.add_argument("--after", required=True, type=path, help="second-date raster (any grid overlapping before; aligned on the fly)")
+    io.add_argument("--model", required=True, type=path, help="checkpoint folder, or a training run folder (its best checkpoint)")
+    io.add_argument("--out", required=True, type=path, help="output GeoTIFF (.tif)")
+    io.add_argument("--vectors", default=d("vectors"), type=path, help="also write change polygons and chip captions to this GeoPackage (.gpkg)")
     io.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: refuse them); replaced only when all are complete")
     det = parser.add_argument_group("detection")
-    det.add_argument("--threshold", type=float, default=d("threshold"), metavar="P",
+    det.add_argument("--threshold", type=bounded(float, 0, 1), default=d("threshold"), metavar="P",
                      help="probability of change from which a pixel is changed, 0..1 (default: the model card's, else 0.5 "
                           "for two classes and the most probable class for more)")
-    det.add_argument("--min-area", type=float, default=d("min_area"), help="drop change polygons smaller than this, square metres (default %(default)s)")
-    det.add_argument("--min-pixels", type=int, default=d("min_pixels"), help="drop change polygons with fewer pixels (default %(default)s)")
+    det.add_argument("--min-area", type=bounded(float, 0), default=d("min_area"), help="drop change polygons smaller than this, square metres (default %(default)s)")
+    det.add_argument("--min-pixels", type=bounded(int, 0), default=d("min_pixels"), help="drop change polygons with fewer pixels (default %(default)s)")
     det.add_argument("--extent", default=None, metavar="XMIN,YMIN,XMAX,YMAX", help="predict only this box, in the before raster's CRS (default: all of before)")
-    det.add_argument("--aoi", default=d("aoi"), help="polygon layer (GeoPackage, Shapefile, GeoJSON ...): pixels outside its polygons are nodata (default: none)")
+    det.add_argument("--aoi", default=d("aoi"), type=path, help="polygon layer (GeoPackage, Shapefile, GeoJSON ...): pixels outside its polygons are nodata (default: none)")
     det.add_argument("--aoi-layer", default=d("aoi_layer"), help="layer of --aoi (default: the only one, or 'aoi')")
-    det.add_argument("--seed", type=int, default=d("caption_seed"), help="seed of the caption template draw (default %(default)s)")
+    det.add_argument("--seed", type=bounded(int, 0), default=d("caption_seed"), help="seed of the caption template draw (default %(default)s)")
     run = parser.add_argument_group("tiling and speed")
-    run.add_argument("--chip", type=int, default=d("chip"), help="chip side in pixels (default: the model's training chip + overlap)")
-    run.add_argument("--overlap", type=int, default=d("overlap"), help="pixels shared by neighbouring chips, blended (default %(default)s)")
-    run.add_argument("--batch-size", type=int, default=d("batch_size"), help="chips per forward pass (default %(default)s; halved on CUDA out-of-memory)")
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d("device"), help="where the model runs (default %(default)s)")
+    run.add_argument("--chip", type=bounded(int, 1), default=d("chip"), help="chip side in pixels (default: the larger of the model's training chip and 512, "
+                     "plus the overlap, at most the raster's size)")
+    run.add_argument("--overlap", type=bounded(int, 0), default=d("overlap"), help="pixels shared by neighbouring chips, blended (default %(default)s)")
+    run.add_argument("--batch-size", type=bounded(int, 1), default=d("batch_size"), help="chips per forward pass (default %(default)s; halved on CUDA out-of-memory)")
+    run.add_argument("--device", choices=DEVICES, default=d("device"), help="where the model runs (default %(default)s)")
     run.add_argument("--runtime", choices=RUNTIMES, default=d("runtime"),
                      help="what runs the model: auto (ONNX Runtime on the CPU when installed, else PyTorch), torch, onnx, onnx-int8 (default %(default)s)")
-    run.add_argument("--readers", type=int, default=d("readers"), help="reading threads (default: 1 on the CPU, 4 on CUDA)")
+    run.add_argument("--readers", type=bounded(int, 0), default=d("readers"), help="reading threads (default: 1 on the CPU, 4 on CUDA)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run(args, progress) -> dict:
     from ..inference import PredictConfig, parse_extent, predict
+    from ..options import enforce
+
+    enforce("predict", vars(args))  # the option rules (none between predict's options yet), before any work
 
     config = PredictConfig(
         before=args.before, after=args.after, model=args.model, out=args.out, vectors=args.vectors,
