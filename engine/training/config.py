@@ -111,6 +111,8 @@ class TrainConfig(JobConfig):
     resume: bool = False
 
     def __post_init__(self) -> None:
+        # an automatic crop may shrink to fit a small labelled area (training.setup.fit_crop)
+        object.__setattr__(self, "crop_auto", self.crop is None)
         if self.crop is None:
             object.__setattr__(self, "crop", min(128, int(self.chip)))
         self._check_data()

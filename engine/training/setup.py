@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from . import schedule as sched
 from .config import TrainConfig
 from .sampler import CropSampler
@@ -56,6 +57,38 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     return TrainConfig.from_dict(saved)
 
 
+#: Automatic crop sides tried in turn when the labelled area is too small for the default
+#: (multiples of 32, which both backbones take).
+AUTO_CROPS = (128, 96, 64, 32)
+
+
+def fit_crop(config: TrainConfig, source, lists) -> tuple[TrainConfig, Split, CropSampler, str]:
+    """The split and the sampler; with the automatic crop, the largest crop that fits.
+
+    A hand-drawn area of 100 x 100 px holds no 128 px crop beside its validation strip: an
+    automatic ``--crop`` then shrinks (96, 64, 32 px) and the log says so, where a crop the
+    user gave is refused with the sampler's message.
+
+    Returns:
+        ``(config with the crop used, split, sampler, note for the log or "")``.
+    """
+    sizes = [config.crop] + ([c for c in AUTO_CROPS if c < config.crop] if getattr(config, "crop_auto", False) else [])
+    for k, crop in enumerate(sizes):
+        parts = split(source.images, val_fraction=config.val_fraction, crop=crop, chip=config.chip, seed=config.seed, lists=lists)
+        try:
+            sampler = CropSampler(source.images, parts, crop, config.seed, focus=config.change_crops)
+        except InputError:
+            if k == len(sizes) - 1:
+                raise
+            continue
+        if crop == config.crop:
+            return config, parts, sampler, ""
+        note = (f"training crops of {crop} px instead of {config.crop} px: the labelled area is too small for larger ones "
+                "beside its validation area (label a larger area for more context)")
+        return dataclasses.replace(config, crop=crop), parts, sampler, note
+    raise AssertionError("unreachable")
+
+
 def prepare(config: TrainConfig, world: int = 1) -> Prepared:
     """Build and check everything (see the module docstring)."""
     from ..options import enforce
@@ -68,12 +101,11 @@ def prepare(config: TrainConfig, world: int = 1) -> Prepared:
     schema = resolve_schema(config.preset, config.schema, default="gaza")
     source = open_source(config, schema)
     lists = _list_indices(source)
-    parts = split(source.images, val_fraction=config.val_fraction, crop=config.crop, chip=config.chip, seed=config.seed, lists=lists)
-    sampler = CropSampler(source.images, parts, config.crop, config.seed, focus=config.change_crops)
+    config, parts, sampler, crop_note = fit_crop(config, source, lists)
     train_px = sum(float(((im.labelled > 0) & t).sum()) for im, t in zip(source.images, parts.train_cells)) * 16 * 16
     model, text_encoder = build(config, schema, source.bands)
     normalization = _normalization(config, source, sampler)
-    notes = []
+    notes = [crop_note] if crop_note else []
     if not parts.trusted:
         notes.append(f"validation holds little data ({parts.describe()}): the kept model is the moving average of the "
                      "weights at the end of training, not the best validation score")

@@ -359,3 +359,20 @@ def test_16_bit_and_float_imagery_train_and_predict(tmp_path, dtype, scale):
         truth = (a.read() != b.read()).any(0)
     f1 = 2 * ((pred == 1) & truth).sum() / ((pred == 1).sum() + truth.sum())
     assert f1 > 0.6
+
+
+def test_a_small_hand_labelled_area_trains_at_the_default_crop(tmp_path):
+    """A 100 x 100 px labelled area holds no 128 px crop beside its validation strip: the
+    automatic crop shrinks (and says so); a crop the user gave is refused instead."""
+    from engine.training.setup import prepare
+
+    scene = make_scene(tmp_path / "scene", size=100)
+    scene.pop("aoi")
+    cfg = TrainConfig(out=str(tmp_path / "run"), preset="building", backbone="efficientnet_lite0", weights="random", **scene)
+    assert cfg.crop == 128 and cfg.crop_auto
+    p = prepare(cfg)
+    assert p.config.crop < 128 and p.config.crop % 32 == 0
+    assert any(f"crops of {p.config.crop} px instead of 128 px" in n for n in p.notes)
+    assert p.sampler.sample(0, 8)[0].size == p.config.crop
+    with pytest.raises(InputError, match="smaller --crop"):
+        prepare(TrainConfig(out=str(tmp_path / "run2"), preset="building", backbone="efficientnet_lite0", weights="random", crop=128, **scene))
