@@ -226,6 +226,9 @@ class Trainer:
 
         cfg = self.cfg
         text = cfg.text_encoder if (stage == 2 and self.p.text_encoder is not None) else None
+        res, crs = getattr(self.p.source, "res", None), getattr(self.p.source, "crs", None)
+        if res and crs:  # the ground resolution trained at (the dock's default resolution for web layers)
+            extra = {"pixel_size": res, "crs": crs, **(extra or {})}
         return make_card(self.ema.model, self.p.schema, self.p.normalization.mean, self.p.normalization.std, cfg.chip, stage=stage,
                          text_encoder=text, extra=extra, normalization=self.p.normalization.to_dict())
 

@@ -329,6 +329,7 @@ class SceneSource(Source):
         with open_pair(before, after, bands) as pair:
             self.bands, self.dtype = pair.count, str(pair.dtype)
             self.res = float(abs(pair.res[0])) if pair.crs is not None else None
+            self.crs = pair.crs.to_string() if pair.crs is not None else None
             self.region = self._region(pair, aoi, aoi_layer, layer)
             self.label = self._rasterise(pair, schema, class_field, layer, aoi, aoi_layer, label_map)
         r0, c0, h, w = self.region

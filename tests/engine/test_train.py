@@ -84,6 +84,7 @@ def test_tiny_model_learns_the_change(tmp_path):
 
     model, card = load_checkpoint(run)
     assert card.num_classes == 2 and card.extra["rule"] in ("best validation", "last (moving average)")
+    assert card.extra["pixel_size"] == 1.0 and card.extra["crs"]  # the ground resolution trained at (the dock reads it)
     assert card.normalization["convention"] == "imagenet-8bit"
     with rasterio.open(scene["before"]) as b, rasterio.open(scene["after"]) as a:
         xb, xa = b.read(window=((0, 128), (0, 128))).astype(np.float32), a.read(window=((0, 128), (0, 128))).astype(np.float32)
