@@ -1,6 +1,8 @@
 # MaskTalk: two commands for a fresh Debian 12 machine (as root):
-#   make test   install what is missing, then run every test headless
+#   make test   install what is missing, then run the quick checks and every test headless
 #   make demo   install what is missing, then run the engine on the demo scene
+# Also: make check (Python 3.9 / Qt6 / tr / import checks, seconds), make package (the
+# plugins.qgis.org zip, refused on any finding of the site's checks), make i18n (template).
 # Re-running either when everything is installed takes seconds: each install step
 # is a stamp file that only a change of its requirements file makes stale.
 
@@ -9,14 +11,14 @@ SYSPY := /usr/bin/python3
 VENV := .venv
 VENV_QGIS := .venv-qgis
 STAMPS := .stamps
-DEBS := python3-qgis qgis-providers qgis xvfb python3-venv python3-pip
+DEBS := python3-qgis qgis-providers qgis xvfb python3-venv python3-pip qttools5-dev-tools
 # rasterio and fiona ship their own PROJ; a system PROJ_DATA/PROJ_LIB breaks them.
 ENGINE_ENV := env -u PROJ_DATA -u PROJ_LIB PYTHONDONTWRITEBYTECODE=1
 QGIS_ENV := env -u PROJ_DATA -u PROJ_LIB QT_QPA_PLATFORM=offscreen PYTHONDONTWRITEBYTECODE=1 XDG_RUNTIME_DIR=/tmp/runtime-$(shell id -u)
 PYTEST_ARGS ?=
 DEMO_OUT ?= demo-output
 
-.PHONY: test demo setup test-engine test-plugin bench package install-plugin screenshots clean
+.PHONY: test demo setup check test-engine test-plugin bench package i18n install-plugin screenshots clean
 
 setup: $(STAMPS)/debs $(STAMPS)/venv $(STAMPS)/venv-qgis
 
@@ -41,7 +43,12 @@ $(STAMPS)/venv-qgis: requirements-qgis-test.txt | $(STAMPS)/debs
 # Engine tests run in the engine environment; plugin tests run in QGIS's own Python
 # (system numpy, no torch) and call the engine as a child process, as in real use.
 test: setup
-	$(MAKE) --no-print-directory test-engine test-plugin
+	$(MAKE) --no-print-directory check test-engine test-plugin
+
+# What runs inside QGIS works on Python 3.9 (vermin, runtime unions) and on Qt5 and Qt6
+# (flake8-qgis, Qt5-only forms), tr() takes literals, the plugin has no import cycle.
+check: $(STAMPS)/venv-qgis
+	$(QGIS_ENV) $(VENV_QGIS)/bin/python scripts/check_compat.py
 
 test-engine: $(STAMPS)/venv
 	$(ENGINE_ENV) $(VENV)/bin/python -m pytest tests/engine $(PYTEST_ARGS)
@@ -59,9 +66,14 @@ bench: $(STAMPS)/venv
 clean:
 	rm -rf $(STAMPS) $(DEMO_OUT) dist .pytest_cache
 
-# Plugin zip for plugins.qgis.org (dist/masktalk-VERSION.zip)
-package:
-	$(SYSPY) scripts/package.py --out dist
+# Plugin zip for plugins.qgis.org (dist/masktalk-VERSION.zip): translations compiled
+# (lrelease), then the site's upload checks and security scanners (bandit, detect-secrets).
+package: $(STAMPS)/debs $(STAMPS)/venv-qgis
+	$(VENV_QGIS)/bin/python scripts/package.py --out dist
+
+# Translation template i18n/masktalk.ts (and the translations) from the code's tr() calls
+i18n:
+	$(SYSPY) scripts/i18n.py update
 
 # Link this checkout into the default QGIS profile for development
 QGIS_PROFILE ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default

@@ -10,12 +10,16 @@ environment. :func:`engine_python` picks the interpreter, first match wins:
 4. the repository's ``.venv`` (development checkouts).
 
 *Set up engine…* (:func:`setup_plan` + :func:`run_setup`, wrapped in a task by
-:class:`.tasks.SetupEngineTask`) creates the managed venv and installs
+:class:`.engine_tasks.SetupEngineTask`) creates the managed venv and installs
 ``requirements.txt`` with pip: first torch/torchvision from PyTorch's CUDA index that
 matches the driver ``nvidia-smi`` reports, or the CPU index when there is no NVIDIA GPU,
 then the rest. A local wheel folder makes the install offline (``--no-index
 --find-links``). A hash of the requirements is stored in the venv, so an environment
 installed for older requirements is reported as stale.
+
+Every command (``nvidia-smi``, ``venv``, ``pip``) runs under :mod:`.supervisor`, the one
+child-process supervisor of the plugin: cancel, kill of the whole process group, and the
+registry that plugin unload and QGIS exit empty.
 
 No QGIS import at module level: the functions take paths, so tests and scripts use them
 directly; :func:`profile_dir` asks QGIS only when it is running.
@@ -29,13 +33,19 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .i18n import tr
+from .supervisor import clean_environment, run_captured, supervise
+
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
 REQUIREMENTS = PLUGIN_DIR / "requirements.txt"
 ENV_VAR = "MASKTALK_ENGINE_PYTHON"
+#: QgsSettings key of ``PluginSettings.engine_python`` (plugin/settings.py).
+ENGINE_PYTHON_KEY = "MaskTalk/engine_python"
 VENV_NAME = "engine-venv"
 STAMP_NAME = "masktalk-requirements.sha256"
 TORCH_INDEX = "https://download.pytorch.org/whl/{tag}"
@@ -48,6 +58,10 @@ TORCH_PACKAGES = ("torch", "torchvision")
 
 class EnvironmentProblem(Exception):
     """No usable engine Python; the message says how to get one."""
+
+
+class SetupCancelled(Exception):
+    """The user cancelled the set-up; the environment reads as incomplete until it runs again."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +114,8 @@ def engine_python(configured: str | None = None, profile: Path | None = None) ->
         path = Path(override)
         if path.is_file():
             return EnginePython(path, "environment variable")
-        raise EnvironmentProblem(f"{ENV_VAR}={override} does not exist; point it at the engine's python executable")
+        raise EnvironmentProblem(
+            tr("{variable}={value} does not exist; point it at the engine's python executable").format(variable=ENV_VAR, value=override))
     if configured is None:
         configured = _configured_setting()
     if configured:
@@ -108,8 +123,9 @@ def engine_python(configured: str | None = None, profile: Path | None = None) ->
         if path.is_file():
             return EnginePython(path, "setting")
         raise EnvironmentProblem(
-            f"the engine Python set in the MaskTalk settings ({configured}) does not exist; choose another "
-            "interpreter with MaskTalk > Engine Python…, or set it to Automatic there to let MaskTalk find its own environment"
+            tr("the engine Python set in the MaskTalk settings ({path}) does not exist; choose another "
+               "interpreter with MaskTalk > Engine Python…, or set it to Automatic there to let MaskTalk find its own "
+               "environment").format(path=configured)
         )
     try:
         managed = venv_python(managed_venv_dir(profile))
@@ -124,20 +140,26 @@ def engine_python(configured: str | None = None, profile: Path | None = None) ->
         return EnginePython(dev, "development .venv")
     tried.append(str(dev))
     raise EnvironmentProblem(
-        "no engine Python found (tried " + ", ".join(tried) + "); run MaskTalk > Set up engine… to create it, "
-        f"or choose an interpreter that has the packages of requirements.txt with MaskTalk > Engine Python… (or {ENV_VAR})"
+        tr("no engine Python found (tried {tried}); run MaskTalk > Set up engine… to create it, or choose an "
+           "interpreter that has the packages of requirements.txt with MaskTalk > Engine Python… (or {variable})"
+           ).format(tried=", ".join(tried), variable=ENV_VAR)
     )
 
 
 def _configured_setting() -> str:
+    """The *engine Python* setting, read straight from QgsSettings.
+
+    Not through :class:`.settings.PluginSettings`: settings imports the engine options,
+    which run the engine through :mod:`.runner`, which asks this module for the
+    interpreter -- importing settings here would close that loop. The key is
+    ``PluginSettings.engine_python``'s (``MaskTalk/engine_python``); the menu-action test
+    saves it through PluginSettings and expects this function to find it.
+    """
     try:
-        from .settings import PluginSettings
-    except ImportError:
+        from qgis.core import QgsSettings
+    except ImportError:  # no QGIS (scripts)
         return ""
-    try:
-        return PluginSettings.load().engine_python
-    except Exception:  # noqa: BLE001 - no QGIS settings available (scripts)
-        return ""
+    return str(QgsSettings().value(ENGINE_PYTHON_KEY, "") or "").strip()
 
 
 # -- staleness -----------------------------------------------------------------------------
@@ -201,16 +223,10 @@ def detect_gpu(nvidia_smi: str | None = None, timeout_s: float = 10.0) -> GpuInf
     exe = nvidia_smi or shutil.which("nvidia-smi")
     if not exe:
         return GpuInfo()
-    try:
-        summary = subprocess.run([exe], capture_output=True, text=True, timeout=timeout_s).stdout
-        query = subprocess.run(
-            [exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+    code, summary = run_captured([exe], timeout_s)
+    if code is None:
         return GpuInfo()
+    _, query = run_captured([exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"], timeout_s)
     return parse_nvidia_smi(summary, query)
 
 
@@ -242,7 +258,7 @@ class SetupPlan:
     steps: list[SetupStep] = field(default_factory=list)
 
     def describe(self) -> str:
-        lines = [f"engine environment: {self.venv}", f"torch build: {self.build}"]
+        lines = [tr("engine environment: {venv}").format(venv=self.venv), tr("torch build: {build}").format(build=self.build)]
         lines += [f"- {s.title}: {subprocess.list2cmdline(s.argv)}" for s in self.steps]
         return "\n".join(lines)
 
@@ -259,7 +275,7 @@ def base_python() -> str:
     for c in candidates:
         if c and Path(c).is_file() and Path(c).name.lower().startswith("python"):
             return c
-    raise EnvironmentProblem("no Python interpreter found to create the engine environment; install Python 3 and retry")
+    raise EnvironmentProblem(tr("no Python interpreter found to create the engine environment; install Python 3 and retry"))
 
 
 def setup_plan(
@@ -291,17 +307,18 @@ def setup_plan(
         create = [python or base_python(), "-m", "venv"]
         if system_site_packages:
             create.append("--system-site-packages")
-        plan.steps.append(SetupStep("create the environment", create + [str(venv)], 1.0))
+        plan.steps.append(SetupStep(tr("create the environment"), create + [str(venv)], 1.0))
     torch_reqs = [r for r in _requirement_lines(requirements) if _req_name(r) in TORCH_PACKAGES]
     if torch_reqs and wheel_dir is None:
         plan.steps.append(
             SetupStep(
-                f"install PyTorch ({'CUDA ' + build[2:] if build != 'cpu' else 'CPU'} build)",
+                tr("install PyTorch (CUDA {version} build)").format(version=build[2:]) if build != "cpu"
+                else tr("install PyTorch (CPU build)"),
                 pip + ["--index-url", TORCH_INDEX.format(tag=build), *torch_reqs],
                 6.0,
             )
         )
-    plan.steps.append(SetupStep("install the engine's packages", pip + ["-r", str(requirements)], 4.0))
+    plan.steps.append(SetupStep(tr("install the engine's packages"), pip + ["-r", str(requirements)], 4.0))
     return plan
 
 
@@ -331,10 +348,8 @@ def run_setup(
 
     Raises:
         EnvironmentProblem: a step failed (message has its command and last output lines).
-        EngineCancelled: the user cancelled (the stamp is not written: the venv reads as incomplete).
+        SetupCancelled: the user cancelled (the stamp is not written: the venv reads as incomplete).
     """
-    from .runner import EngineCancelled
-
     total = sum(s.weight for s in plan.steps) or 1.0
     done = 0.0
     plan.venv.parent.mkdir(parents=True, exist_ok=True)
@@ -348,78 +363,36 @@ def run_setup(
             on_log("$ " + subprocess.list2cmdline(step.argv))
         code, tail = _run_step(step.argv, on_log, is_cancelled)
         if code is None:
-            raise EngineCancelled("engine set-up cancelled; run it again to finish")
+            raise SetupCancelled(tr("engine set-up cancelled; run it again to finish"))
         if code != 0:
             raise EnvironmentProblem(
-                f"engine set-up failed at '{step.title}' (exit code {code}).\n"
-                f"command: {subprocess.list2cmdline(step.argv)}\n{tail}"
+                tr("engine set-up failed at '{step}' (exit code {code}).").format(step=step.title, code=code)
+                + "\n" + tr("command: {command}").format(command=subprocess.list2cmdline(step.argv)) + "\n" + tail
             )
         done += step.weight
     stamp.write_text(requirements_hash(plan.requirements) + "\n", encoding="utf-8")
     if on_progress:
-        on_progress(1.0, "engine environment ready")
+        on_progress(1.0, tr("engine environment ready"))
     return venv_python(plan.venv)
 
 
-def _run_step(argv: Sequence[str], on_log, is_cancelled) -> tuple[int | None, str]:
-    """Run one command, passing its output lines to ``on_log`` in the calling thread.
+def _run_step(argv: Sequence[str], on_log, is_cancelled, grace_s: float = 10.0) -> tuple[int | None, str]:
+    """Run one command under the supervisor, passing its output lines to ``on_log`` in the calling thread.
 
     Returns:
         (exit code, last output lines); the exit code is None when cancelled.
     """
-    import queue
-    import threading
+    tail: deque = deque(maxlen=30)
 
-    from .runner import child_environment
+    def on_line(line: str) -> None:
+        line = line.rstrip()
+        tail.append(line)
+        if on_log:
+            on_log(line)
 
-    env = child_environment()
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.Popen(
-        list(argv),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        text=True,
-        errors="replace",
-    )
-    lines: queue.Queue = queue.Queue()
-
-    def pump():
-        try:
-            for line in proc.stdout:
-                lines.put(line.rstrip())
-        finally:
-            lines.put(None)
-
-    reader = threading.Thread(target=pump, name="masktalk-setup-output", daemon=True)
-    reader.start()
-    tail: list[str] = []
-    cancelled = False
     try:
-        while True:
-            if not cancelled and is_cancelled is not None and is_cancelled():
-                cancelled = True
-                proc.terminate()
-            try:
-                line = lines.get(timeout=0.2)
-            except queue.Empty:
-                if cancelled and proc.poll() is None:
-                    try:
-                        proc.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                continue
-            if line is None:
-                break
-            tail.append(line)
-            del tail[:-30]
-            if on_log:
-                on_log(line)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        reader.join(timeout=5)
-        proc.stdout.close()
-    return (None if cancelled else proc.returncode), "\n".join(tail[-15:])
+        outcome = supervise(list(argv), on_line=on_line, should_stop=is_cancelled, grace_s=grace_s,
+                            env=clean_environment(), stderr=subprocess.STDOUT, name="set-up")
+    except OSError as exc:
+        return 127, tr("could not start {program}: {error}").format(program=argv[0], error=exc)
+    return (None if outcome.stop_requested else outcome.returncode), "\n".join(list(tail)[-15:])

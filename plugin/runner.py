@@ -13,9 +13,13 @@ Guarantees, whatever happens (error, cancel, exception in a callback):
 - stderr goes to an anonymous temporary file (no file is left behind) whose tail ends
   up in the error;
 - cancel sends SIGTERM, which the engine turns into "stop at the next step" (training
-  keeps its ``last`` checkpoint), then kills the process group after a grace period.
+  keeps its ``last`` checkpoint), then kills the process group after a grace period;
+- plugin unload and QGIS exit stop it too (:func:`.supervisor.terminate_all`).
 
-This module imports no QGIS: it is used from tasks, Processing algorithms and tests alike.
+Starting, reading, cancelling and killing are :mod:`.supervisor`'s job (the same code
+runs the set-up steps of :mod:`.environment`); this module speaks the engine's protocol.
+It imports no QGIS (:func:`.i18n.tr` falls back to the text itself without QGIS): it is
+used from tasks, Processing algorithms and tests alike.
 """
 
 from __future__ import annotations
@@ -23,38 +27,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import re
-import signal
 import subprocess
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
+
+from .i18n import tr
+from .supervisor import CHILD_ENV_DROP, DEFAULT_GRACE_S, ChildProcess, Outcome, clean_environment, supervise
 
 log = logging.getLogger("masktalk.runner")
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
 #: Exit codes of ``engine/cli.py``.
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_MODEL, EXIT_CANCELLED = 0, 1, 2, 3, 130
-#: Environment variables of QGIS that break another Python/GDAL/PROJ in the child:
-#: rasterio and fiona ship their own GDAL and PROJ; QGIS on Windows sets PYTHONHOME.
-CHILD_ENV_DROP = (
-    "PROJ_DATA",
-    "PROJ_LIB",
-    "GDAL_DATA",
-    "GDAL_DRIVER_PATH",
-    "PYTHONHOME",
-    "PYTHONPATH",
-    "PYTHONSTARTUP",
-    "PYTHONEXECUTABLE",
-    "VIRTUAL_ENV",
-    "__PYVENV_LAUNCHER__",
-)
+__all__ = ["CHILD_ENV_DROP", "EngineCancelled", "EngineError", "EngineRun", "EngineRunner", "child_environment", "run_engine"]
 STDERR_TAIL_CHARS = 4000
-DEFAULT_GRACE_S = 10.0
 
 ProgressCallback = Callable[[Optional[float], str], None]  # Optional: evaluated at import, Python 3.9
 LogCallback = Callable[[str, str], None]
@@ -101,22 +91,22 @@ class EngineError(Exception):
         """Everything useful for a bug report: message, command, exit code, stderr tail."""
         parts = [self.message]
         if self.command:
-            parts.append("command: " + subprocess.list2cmdline(self.command))
+            parts.append(tr("command: {command}").format(command=subprocess.list2cmdline(self.command)))
         if self.exit_code is not None:
-            parts.append(f"exit code: {self.exit_code}")
+            parts.append(tr("exit code: {code}").format(code=self.exit_code))
         if self.traceback:
             parts.append(self.traceback.rstrip())
         if self.stderr_tail:
-            parts.append("engine stderr (last lines):\n" + self.stderr_tail.rstrip())
+            parts.append(tr("engine stderr (last lines):") + "\n" + self.stderr_tail.rstrip())
         return "\n".join(parts)
 
 
 class EngineCancelled(EngineError):
     """The engine stopped because the user cancelled (not a failure)."""
 
-    def __init__(self, message: str = "cancelled by the user", **kw: Any) -> None:
+    def __init__(self, message: str = "", **kw: Any) -> None:
         kw.setdefault("kind", "Cancelled")
-        super().__init__(message, **kw)
+        super().__init__(message or tr("cancelled by the user"), **kw)
 
 
 @dataclass
@@ -136,13 +126,8 @@ def child_environment(plugin_dir: Path = PLUGIN_DIR, base: dict[str, str] | None
     folder on ``PYTHONPATH`` so ``-m engine`` resolves to the engine that ships with this
     plugin, and makes stdout unbuffered UTF-8.
     """
-    env = dict(os.environ if base is None else base)
-    for name in CHILD_ENV_DROP:
-        env.pop(name, None)
+    env = clean_environment(base)
     env["PYTHONPATH"] = str(plugin_dir)
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONIOENCODING"] = "utf-8"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
 
@@ -173,18 +158,18 @@ def _missing_package(*texts: str) -> str | None:
 
 
 def _missing_package_message(python: str, package: str) -> str:
-    return (
-        f"the engine Python {python} lacks the package '{package}': its environment is incomplete (an interrupted "
+    return tr(
+        "the engine Python {python} lacks the package '{package}': its environment is incomplete (an interrupted "
         "or failed set-up) or is not an engine environment; run MaskTalk > Set up engine… to install the engine's "
         "packages, or choose another interpreter with MaskTalk > Engine Python…"
-    )
+    ).format(python=python, package=package)
 
 
 def _oom_hint(code: int) -> str:
-    return (
-        f"the engine was killed (exit code {code}), most likely by the operating system because it ran out "
+    return tr(
+        "the engine was killed (exit code {code}), most likely by the operating system because it ran out "
         "of memory; try a smaller chip size or batch size, a smaller extent, or close other programs"
-    )
+    ).format(code=code)
 
 
 class EngineRunner:
@@ -209,7 +194,7 @@ class EngineRunner:
         self.plugin_dir = Path(plugin_dir)
         self.grace_s = grace_s
         self.extra_env = dict(extra_env or {})
-        self._proc: subprocess.Popen | None = None
+        self._child: ChildProcess | None = None
         self.last_command: list[str] = []
         self._cancel = threading.Event()
         self._lock = threading.Lock()
@@ -235,12 +220,12 @@ class EngineRunner:
     @property
     def running(self) -> bool:
         with self._lock:
-            return self._proc is not None and self._proc.poll() is None
+            return self._child is not None and self._child.poll() is None
 
     @property
     def pid(self) -> int | None:
         with self._lock:
-            return self._proc.pid if self._proc is not None else None
+            return self._child.pid if self._child is not None else None
 
     def run(
         self,
@@ -289,104 +274,64 @@ class EngineRunner:
         argv = self.command_line(command, args)
         self.last_command = argv
         self._cancel.clear()
-        started = time.monotonic()
         events: list[dict] = []
-        outcome: dict | None = None
+        final: dict | None = None
+
+        def on_line(line: str) -> None:
+            nonlocal final
+            event = _parse(line)
+            if event is None:
+                if line.strip() and on_log is not None:
+                    on_log("info", line.rstrip())
+                return
+            events.append(event)
+            name = event.get("event")
+            if name in ("done", "error", "cancelled"):
+                final = event
+            if on_event is not None:
+                on_event(event)
+            if name == "progress" and on_progress is not None:
+                fraction = event.get("fraction")
+                on_progress(None if fraction is None else float(fraction), str(event.get("message") or ""))
+            elif name == "log" and on_log is not None:
+                on_log(str(event.get("level") or "info"), str(event.get("message") or ""))
+
+        self._check_python(argv)
         with tempfile.TemporaryFile(prefix="masktalk-engine-", suffix=".stderr") as stderr:
-            proc = self._start(argv, stderr)
-            lines: queue.Queue = queue.Queue()
-            reader = threading.Thread(target=_pump, args=(proc.stdout, lines), name="masktalk-engine-stdout", daemon=True)
-            reader.start()
-            stop_sent_at: float | None = None
-            killed = False
+            env = child_environment(self.plugin_dir)
+            env.update(self.extra_env)
             try:
-                eof = False
-                while not eof:
-                    if stop_sent_at is None and self._wants_stop(is_cancelled, started, timeout_s):
-                        stop_sent_at = time.monotonic()
-                        self._terminate(proc)
-                    if stop_sent_at is not None and not killed and time.monotonic() - stop_sent_at > self.grace_s:
-                        log.warning("engine did not stop within %.0f s of the request; killing it", self.grace_s)
-                        self._kill(proc)
-                        killed = True
-                    try:
-                        line = lines.get(timeout=0.1)
-                    except queue.Empty:
-                        continue
-                    if line is None:
-                        eof = True
-                        continue
-                    event = _parse(line)
-                    if event is None:
-                        if line.strip() and on_log is not None:
-                            on_log("info", line.rstrip())
-                        continue
-                    events.append(event)
-                    name = event.get("event")
-                    if name in ("done", "error", "cancelled"):
-                        outcome = event
-                    if on_event is not None:
-                        on_event(event)
-                    if name == "progress" and on_progress is not None:
-                        fraction = event.get("fraction")
-                        on_progress(None if fraction is None else float(fraction), str(event.get("message") or ""))
-                    elif name == "log" and on_log is not None:
-                        on_log(str(event.get("level") or "info"), str(event.get("message") or ""))
-                code = self._wait(proc, stop_sent_at)
-            except BaseException:
-                # A callback raised, or we were interrupted: never leave the child behind.
-                self._kill(proc)
-                proc.wait()
-                raise
+                outcome = supervise(
+                    argv, on_line=on_line, should_stop=lambda: self._wants_stop(is_cancelled), grace_s=self.grace_s,
+                    timeout_s=timeout_s, cwd=str(self.plugin_dir), env=env, stderr=stderr, name="engine",
+                    on_start=self._started,
+                )
+            except OSError as exc:
+                raise EngineError(tr("could not start the engine ({python}): {error}").format(python=argv[0], error=exc),
+                                  kind="NotFound", command=argv) from exc
             finally:
-                reader.join(timeout=5)
-                if proc.stdout is not None:
-                    proc.stdout.close()
                 with self._lock:
-                    self._proc = None
+                    self._child = None
             tail = _tail(stderr)
-        seconds = time.monotonic() - started
-        return self._outcome(argv, code, outcome, events, tail, seconds, cancelled=stop_sent_at is not None)
+        return self._outcome(argv, outcome, final, events, tail)
 
     # -- internals -------------------------------------------------------------------------
-    def _start(self, argv: list[str], stderr) -> subprocess.Popen:
+    @staticmethod
+    def _check_python(argv: list[str]) -> None:
         if not Path(argv[0]).is_file():
             raise EngineError(
-                f"the engine Python {argv[0]} does not exist; set up the engine (MaskTalk menu > Set up engine…) "
-                "or choose an existing interpreter with MaskTalk > Engine Python…",
+                tr("the engine Python {python} does not exist; set up the engine (MaskTalk menu > Set up engine…) "
+                   "or choose an existing interpreter with MaskTalk > Engine Python…").format(python=argv[0]),
                 kind="NotFound",
                 command=argv,
             )
-        env = child_environment(self.plugin_dir)
-        env.update(self.extra_env)
-        kwargs: dict[str, Any] = {}
-        if os.name == "nt":
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
-        else:
-            kwargs["start_new_session"] = True  # its own process group: kill reaches DataLoader workers
-        log.info("starting engine: %s", subprocess.list2cmdline(argv))
-        try:
-            proc = subprocess.Popen(
-                argv,
-                cwd=str(self.plugin_dir),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                **kwargs,
-            )
-        except OSError as exc:
-            raise EngineError(f"could not start the engine ({argv[0]}): {exc}", kind="NotFound", command=argv) from exc
-        with self._lock:
-            self._proc = proc
-        return proc
 
-    def _wants_stop(self, is_cancelled, started: float, timeout_s: float | None) -> bool:
+    def _started(self, child: ChildProcess) -> None:
+        with self._lock:
+            self._child = child
+
+    def _wants_stop(self, is_cancelled) -> bool:
         if self._cancel.is_set():
-            return True
-        if timeout_s is not None and time.monotonic() - started > timeout_s:
-            log.warning("engine run exceeded %.0f s; stopping it", timeout_s)
-            self._cancel.set()
             return True
         if is_cancelled is not None:
             try:
@@ -399,93 +344,39 @@ class EngineRunner:
         return False
 
     @staticmethod
-    def _terminate(proc: subprocess.Popen) -> None:
-        """Polite stop: the engine finishes its current step and exits with ``cancelled``."""
-        if proc.poll() is not None:
-            return
-        try:
-            if os.name == "nt":
-                proc.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
-            else:
-                proc.send_signal(signal.SIGTERM)
-        except OSError:
-            pass
-
-    @staticmethod
-    def _kill(proc: subprocess.Popen) -> None:
-        """Hard stop of the engine and anything it started."""
-        if proc.poll() is not None:
-            return
-        try:
-            if os.name == "nt":
-                proc.kill()
-            else:
-                os.killpg(proc.pid, signal.SIGKILL)
-        except (OSError, ProcessLookupError):
-            try:
-                proc.kill()
-            except OSError:
-                pass
-
-    def _wait(self, proc: subprocess.Popen, stop_sent_at: float | None) -> int:
-        """Wait for the exit after stdout closed; kill if a requested stop takes too long."""
-        while True:
-            try:
-                return proc.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                if stop_sent_at is None and self._cancel.is_set():
-                    stop_sent_at = time.monotonic()
-                    self._terminate(proc)
-                if stop_sent_at is not None and time.monotonic() - stop_sent_at > self.grace_s:
-                    self._kill(proc)
-
-    @staticmethod
-    def _outcome(argv, code: int, outcome: dict | None, events: list[dict], tail: str, seconds: float, cancelled: bool) -> EngineRun:
-        name = outcome.get("event") if outcome else None
+    def _outcome(argv, run: Outcome, final: dict | None, events: list[dict], tail: str) -> EngineRun:
+        """Turn how the process ended and its last event into a result or one error."""
+        code = run.returncode
+        name = final.get("event") if final else None
+        info = {"exit_code": code, "stderr_tail": tail, "command": argv}
         if name == "done" and code == EXIT_OK:
-            result = outcome.get("result") or {}
-            return EngineRun(result if isinstance(result, dict) else {"value": result}, events, code, seconds)
-        if name == "cancelled" or code == EXIT_CANCELLED or (cancelled and name != "error"):
-            msg = "cancelled by the user" if cancelled else f"the engine stopped: {(outcome or {}).get('message') or 'cancelled'}"
-            raise EngineCancelled(msg, exit_code=code, stderr_tail=tail, command=argv)
-        missing = _missing_package(str((outcome or {}).get("message") or ""), tail) if name in ("error", None) else None
+            result = final.get("result") or {}
+            return EngineRun(result if isinstance(result, dict) else {"value": result}, events, code, run.seconds)
+        if name == "cancelled" or code == EXIT_CANCELLED or (run.stop_requested and name != "error"):
+            if run.shutdown:
+                msg = tr("the engine was stopped because QGIS is closing or MaskTalk was unloaded")
+            elif run.timed_out:
+                msg = tr("the engine was stopped: it ran past its time limit ({seconds:.0f} s)").format(seconds=run.seconds)
+            elif run.stop_requested:
+                msg = tr("cancelled by the user")
+            else:
+                msg = tr("the engine stopped: {message}").format(message=(final or {}).get("message") or tr("cancelled"))
+            raise EngineCancelled(msg, **info)
+        missing = _missing_package(str((final or {}).get("message") or ""), tail) if name in ("error", None) else None
         if missing is not None and code not in (-9, 137):
-            raise EngineError(
-                _missing_package_message(argv[0], missing),
-                kind="MissingPackage",
-                exit_code=code,
-                stderr_tail=tail,
-                command=argv,
-                traceback=str((outcome or {}).get("traceback") or ""),
-            )
+            raise EngineError(_missing_package_message(argv[0], missing), kind="MissingPackage",
+                              traceback=str((final or {}).get("traceback") or ""), **info)
         if name == "error":
-            raise EngineError(
-                str(outcome.get("message") or "the engine reported an error"),
-                kind=str(outcome.get("kind") or "EngineError"),
-                exit_code=code,
-                stderr_tail=tail,
-                command=argv,
-                traceback=str(outcome.get("traceback") or ""),
-            )
+            raise EngineError(str(final.get("message") or tr("the engine reported an error")),
+                              kind=str(final.get("kind") or "EngineError"), traceback=str(final.get("traceback") or ""), **info)
         if code in (-9, 137):
-            raise EngineError(_oom_hint(code), kind="OutOfMemory", exit_code=code, stderr_tail=tail, command=argv)
+            raise EngineError(_oom_hint(code), kind="OutOfMemory", **info)
         if code < 0:
-            raise EngineError(f"the engine crashed (killed by signal {-code})", kind="Crash", exit_code=code, stderr_tail=tail, command=argv)
-        last = tail.strip().splitlines()[-1] if tail.strip() else "no message"
+            raise EngineError(tr("the engine crashed (killed by signal {signal})").format(signal=-code), kind="Crash", **info)
+        last = tail.strip().splitlines()[-1] if tail.strip() else tr("no message")
         if code == EXIT_OK:
-            raise EngineError(f"the engine ended without a result: {last}", kind="Crash", exit_code=code, stderr_tail=tail, command=argv)
-        raise EngineError(f"the engine failed (exit code {code}): {last}", kind="Crash", exit_code=code, stderr_tail=tail, command=argv)
-
-
-def _pump(stream, lines: queue.Queue) -> None:
-    """Reader thread: stdout lines into the queue, then None at end of file."""
-    try:
-        for raw in iter(stream.readline, b""):
-            lines.put(raw.decode("utf-8", errors="replace"))
-    except (OSError, ValueError):
-        pass
-    finally:
-        lines.put(None)
+            raise EngineError(tr("the engine ended without a result: {last}").format(last=last), kind="Crash", **info)
+        raise EngineError(tr("the engine failed (exit code {code}): {last}").format(code=code, last=last), kind="Crash", **info)
 
 
 def _parse(line: str) -> dict | None:

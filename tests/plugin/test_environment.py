@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import subprocess
 import sys
 import zipfile
@@ -69,6 +70,40 @@ def test_detect_gpu_without_nvidia_smi_is_cpu(mt, tmp_path):
     assert mt.environment.detect_gpu(nvidia_smi=str(tmp_path / "nvidia-smi")) == mt.environment.GpuInfo()
 
 
+def test_detect_gpu_reads_nvidia_smi_and_gives_up_on_a_hanging_one(mt, tmp_path):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nif [ -n \"$1\" ]; then printf 'NVIDIA H100 80GB HBM3, 81559\\n'; "
+                   "else echo '| NVIDIA-SMI 570.86.15   Driver Version: 570.86.15   CUDA Version: 12.8 |'; fi\n")
+    smi.chmod(0o755)
+    gpu = mt.environment.detect_gpu(nvidia_smi=str(smi))
+    assert gpu.names == ("NVIDIA H100 80GB HBM3",) and gpu.cuda_version == (12, 8)
+    smi.write_text("#!/bin/sh\nexec sleep 60\n")
+    import time
+
+    started = time.monotonic()
+    assert mt.environment.detect_gpu(nvidia_smi=str(smi), timeout_s=0.5) == mt.environment.GpuInfo()
+    assert time.monotonic() - started < 5
+
+
+def test_cancelled_setup_stops_the_step_and_leaves_the_environment_incomplete(mt, tmp_path):
+    env = mt.environment
+    req = tmp_path / "requirements.txt"
+    req.write_text("tinypkg==0.1\n")
+    venv = tmp_path / "venv"
+    fake_python(env.venv_python(venv))
+    env.stamp_path(venv).write_text(env.requirements_hash(req) + "\n")
+    plan = env.SetupPlan(venv, req, "cpu", [env.SetupStep("slow step", [sys.executable, "-c",
+                                                          "import time; print('working', flush=True); time.sleep(60)"])])
+    lines = []
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(env.SetupCancelled):
+        env.run_setup(plan, on_log=lines.append, is_cancelled=lambda: "working" in lines)
+    assert time.monotonic() - started < 10
+    assert env.venv_state(venv, req) == "incomplete"  # the stamp went first: set-up must run again
+
+
 def test_setup_plan_exact_commands(mt, tmp_path):
     env = mt.environment
     venv = tmp_path / "engine-venv"
@@ -123,7 +158,7 @@ def test_setup_task_installs_from_a_local_wheel_folder(mt, tmp_path, qtbot, qgis
     venv = tmp_path / "profile" / "masktalk" / "engine-venv"
     assert env.venv_state(venv, req) == "missing"
     plan = env.setup_plan(venv, req, gpu=env.GpuInfo(), wheel_dir=wheels)
-    task = mt.tasks.SetupEngineTask(plan)
+    task = importlib.import_module("masktalk.plugin.engine_tasks").SetupEngineTask(plan)
     lines, progress = [], []
     task.logMessage.connect(lines.append)
     task.progressChanged.connect(progress.append)
@@ -188,27 +223,11 @@ def test_project_settings_are_saved_in_the_project_file(mt, qgis_new_project, tm
     project.clear()
 
 
-def test_job_settings_become_engine_arguments(mt):
-    S = mt.settings
-    cap = S.CaptionJob(labels="l.tif", preset="xbd", chip=128, seed=3, label_map="255:1")
-    assert cap.engine_args("l.tif") == ["l.tif", "--preset", "xbd", "--json", "--chip", "128", "--seed", "3", "--label-map", "255:1"]
-    train = S.TrainJob(before="b", after="a", labels="l", out_dir="/run", schema_path="s.json", stage1_epochs=2, lora_rank=0, device="gpu")
-    assert train.engine_args("b.tif", "a.tif", "l.gpkg", "aoi.gpkg") == [
-        "--before", "b.tif", "--after", "a.tif", "--labels", "l.gpkg", "--class-field", "class", "--aoi", "aoi.gpkg",
-        "--schema", "s.json", "--out", "/run", "--stage1-epochs", "2", "--lora-rank", "0", "--device", "auto"]
-    det = S.DetectJob(before="b", after="a", model="/run", out_raster="o.tif", out_vectors="o.gpkg", overlap=32)
-    assert det.engine_args("b.tif", "a.tif", (1.0, 2.0, 3.5, 4.0)) == [
-        "--before", "b.tif", "--after", "a.tif", "--model", "/run", "--out", "o.tif", "--vectors", "o.gpkg",
-        "--overlap", "32", "--device", "auto", "--extent", "1.0,2.0,3.5,4.0"]
-    det = S.DetectJob(before="b", after="a", model="/run", out_raster="o.tif", overwrite=True, threshold=0.3)
-    assert det.engine_args("b.tif", "a.tif")[8:] == ["--overwrite", "--threshold", "0.3", "--device", "auto"]
-
-
 def test_diagnostics_task_reports_a_missing_engine(mt, tmp_path, monkeypatch, qtbot, qgis_app):
     from qgis.core import QgsApplication
 
     monkeypatch.setenv(mt.environment.ENV_VAR, str(tmp_path / "no-python"))
-    task = mt.tasks.DiagnosticsTask()
+    task = importlib.import_module("masktalk.plugin.engine_tasks").DiagnosticsTask()
     with qtbot.waitSignal(task.succeeded, timeout=30_000) as blocker:
         QgsApplication.taskManager().addTask(task)
     text = mt.diagnostics.format_report(blocker.args[0])

@@ -46,12 +46,20 @@ def test_diagnostics_action_shows_a_copyable_report(plugin, engine_python, qtbot
     assert QApplication.clipboard().text() == text
 
 
-def test_setup_action_shows_the_plan_and_does_nothing_when_declined(plugin, monkeypatch, tmp_path):
+def test_setup_action_shows_the_plan_and_does_nothing_when_declined(plugin, monkeypatch, tmp_path, qtbot):
     import masktalk.plugin.diagnostics as diagnostics
     import masktalk.plugin.environment as environment
 
     monkeypatch.setattr(environment, "profile_dir", lambda: tmp_path / "profile")
-    monkeypatch.setattr(environment, "detect_gpu", lambda: environment.GpuInfo())
+    import threading
+
+    probed = []
+
+    def detect_gpu():  # nvidia-smi in real life: seconds, never on QGIS's main thread
+        probed.append(threading.current_thread() is threading.main_thread())
+        return environment.GpuInfo()
+
+    monkeypatch.setattr(environment, "detect_gpu", detect_gpu)
     asked = {}
 
     def question(parent, title, text, *args):
@@ -60,6 +68,8 @@ def test_setup_action_shows_the_plan_and_does_nothing_when_declined(plugin, monk
 
     monkeypatch.setattr(diagnostics.QMessageBox, "question", question)
     action(plugin, "mMaskTalkSetupEngine").trigger()
+    qtbot.waitUntil(lambda: "text" in asked, timeout=60_000)
+    assert probed == [False]
     venv = tmp_path / "profile" / "masktalk" / "engine-venv"
     assert str(venv) in asked["text"] and "torch build: cpu" in asked["text"]
     assert "https://download.pytorch.org/whl/cpu" in asked["text"]
@@ -93,7 +103,7 @@ def test_engine_python_action_saves_the_setting_and_automatic_clears_it(plugin, 
     clicked = {}
 
     class Box(diagnostics.QMessageBox):
-        def exec_(self):
+        def exec(self):
             clicked["text"] = self.text()
             self._clicked = next(b for b in self.buttons() if b.text() == clicked["button"])
             return 0
@@ -103,16 +113,21 @@ def test_engine_python_action_saves_the_setting_and_automatic_clears_it(plugin, 
 
     monkeypatch.setattr(diagnostics, "QMessageBox", Box)
     monkeypatch.setattr(diagnostics.QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(python), "")))
+    rechecks = []
+    monkeypatch.setattr(plugin.dock, "engine_changed", lambda *a: rechecks.append(environment.engine_python()))
     try:
         clicked["button"] = "Choose…"
         action(plugin, "mMaskTalkEnginePython").trigger()
         assert PluginSettings.load().engine_python == str(python)
         assert environment.engine_python() == environment.EnginePython(python, "setting")
+        # the dock re-checks the engine, and finds the new one
+        assert rechecks == [environment.EnginePython(python, "setting")]
         clicked["button"] = "Automatic"
         action(plugin, "mMaskTalkEnginePython").trigger()
         assert str(python) in clicked["text"]  # the dialog shows the current choice
         assert PluginSettings.load().engine_python == ""
+        assert len(rechecks) == 2
         assert not plugin.engine_actions.set_engine_python(str(tmp_path / "gone"))  # not a file: refused
-        assert PluginSettings.load().engine_python == ""
+        assert PluginSettings.load().engine_python == "" and len(rechecks) == 2
     finally:
         QgsSettings().remove("MaskTalk/engine_python")
