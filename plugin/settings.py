@@ -9,19 +9,22 @@ Three kinds of settings, three dataclasses families:
 - :class:`CaptionJob`, :class:`TrainJob`, :class:`DetectJob` -- what one run needs. The dock
   (and the Processing algorithms) fill one in and hand it to a task (:mod:`.tasks`); the
   task resolves layers into files (:mod:`.layers`) and :meth:`engine_args` turns the rest
-  into the engine's command line. ``None`` means "the engine's default".
+  into the engine's command line.
+
+A job holds layers and where outputs go; every engine setting travels in its ``options``
+dict (engine dest -> value, only what the user changed): the engine declares the options,
+their defaults and choices once (``python -m engine options``, :mod:`.engine_options`),
+and :meth:`.engine_options.EngineOptions.args` writes the flags. Nothing here retypes an
+engine option; an option the engine does not declare is a ``ValueError`` at once.
+Class schema presets: :func:`engine.schema.preset_names`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
-DEVICES = ("auto", "cpu", "cuda")
-#: Backbones the engine registers (engine/models/registry.py); the first is the default.
-BACKBONES = ("efficientnet_lite0", "dinov3_vits16", "dinov3_vitb16", "dinov3_vitl16")
-PRESETS = ("gaza", "xbd", "building")
 SETTINGS_GROUP = "MaskTalk"
 PROJECT_SCOPE = "MaskTalk"
 
@@ -73,6 +76,8 @@ class PluginSettings:
         for f in dataclasses.fields(cls):
             kwargs[f.name] = _cast(s.value(f"{SETTINGS_GROUP}/{f.name}", f.default), f.default)
         obj = cls(**kwargs)
+        from ..engine.inference.config import DEVICES
+
         if obj.device not in DEVICES:
             obj.device = "auto"
         return obj
@@ -165,10 +170,25 @@ def model_schema(model: str, fallback_preset: str = "", fallback_schema: str = "
     return load_schema(fallback_preset, fallback_schema)
 
 
-def _opt(args: list[str], flag: str, value: Any) -> None:
-    if value is None or value == "":
-        return
-    args += [flag, str(value)]
+def engine_values(options: Mapping[str, Any] | None, **layers: Any) -> dict[str, Any]:
+    """A job's engine values: what the user changed (``options``) plus the job's own
+    paths and schema (``layers``, None = not given). The job's own values win."""
+    values = dict(options or {})
+    values.update({k: v for k, v in layers.items() if v is not None and v != ""})
+    return values
+
+
+def _schema_values(preset: str, schema_path: str) -> dict[str, Any]:
+    """``schema`` when a file is given, else ``preset`` (as :func:`schema_args`)."""
+    return {"schema": str(schema_path)} if schema_path else {"preset": preset or "gaza"}
+
+
+def _args(command: str, values: Mapping[str, Any], engine_options=None) -> list[str]:
+    if engine_options is None:
+        from .engine_options import load
+
+        engine_options = load(spawn=False)  # declarations only: cached or bundled, never a process
+    return engine_options.args(command, values)
 
 
 @dataclass
@@ -178,14 +198,16 @@ class CaptionJob:
     Attributes:
         labels: class raster (``QgsRasterLayer`` or path; values = class ids) or label
             polygons (``QgsVectorLayer``; rasterised on ``reference``'s grid first).
+        preset, schema_path: class schema preset, or a schema JSON file (wins).
         class_field: field with class names or ids (vector labels).
         reference: raster layer or path whose grid (CRS, pixel size) vector labels are
             rasterised on; None = ``resolution`` in the label layer's CRS.
         resolution: pixel size in the label layer's CRS units when there is no reference.
-        chip: chip size in pixels (captions are per chip); None = the whole raster.
-        seed: template draw seed (reproducible sentences).
         label_map: raw value remapping, e.g. ``255:1`` (LEVIR-CD).
         add_layer: add a ``captions`` layer to the project when done.
+        out_dir: folder of the captions GeoPackage when it cannot go beside the label file
+            ("" = ``masktalk/`` beside the project); see :func:`.layers.captions_path`.
+        options: engine options of ``caption`` the user changed (``chip``, ``seed``).
     """
 
     labels: Any
@@ -194,19 +216,17 @@ class CaptionJob:
     class_field: str = "class"
     reference: Any = None
     resolution: float | None = None
-    chip: int | None = 256
-    seed: int | None = 0
     label_map: str = ""
     add_layer: bool = True
+    out_dir: str = ""
+    options: dict = field(default_factory=dict)
 
     command: ClassVar[str] = "caption"
 
-    def engine_args(self, label_path: str) -> list[str]:
-        args = [str(label_path), *schema_args(self.preset, self.schema_path), "--json"]
-        _opt(args, "--chip", self.chip)
-        _opt(args, "--seed", self.seed)
-        _opt(args, "--label-map", self.label_map)
-        return args
+    def engine_args(self, label_path: str, engine_options=None) -> list[str]:
+        values = engine_values(self.options, label=str(label_path), label_map=self.label_map,
+                               **_schema_values(self.preset, self.schema_path))
+        return _args(self.command, values, engine_options) + ["--json"]
 
 
 @dataclass
@@ -217,11 +237,16 @@ class TrainJob:
         before, after: raster layers or paths (non-file layers are exported for
             ``extent`` at ``resolution`` first).
         labels: label polygons (layer of any provider, or a path).
-        aoi: optional polygon layer/path bounding the labelled area.
         out_dir: the run folder (``best/``, ``last/``, metrics).
+        class_field: field of the labels with class names or ids.
+        aoi: optional polygon layer/path of the labelled area (``--aoi``).
+        aoi_selected_only: only the AOI layer's selected features.
+        preset, schema_path: class schema preset, or a schema JSON file (wins).
         extent: ``QgsReferencedRectangle`` limiting exports of non-file rasters
             (default: the labels' extent).
         resolution: pixel size (in the raster's CRS units) for exports of non-file rasters.
+        options: engine options of ``train`` the user changed (``backbone``, ``lora_rank``,
+            ``chip`` ...); everything else is the engine's default.
     """
 
     before: Any
@@ -230,41 +255,20 @@ class TrainJob:
     out_dir: str
     class_field: str = "class"
     aoi: Any = None
+    aoi_selected_only: bool = False
     preset: str = "gaza"
     schema_path: str = ""
-    backbone: str | None = None
-    weights: str | None = None
-    text_encoder: str | None = None
-    stage1_epochs: int | None = None
-    stage2_epochs: int | None = None
-    chip: int | None = None
-    batch_size: int | None = None
-    lora_rank: int | None = None
-    device: str = "auto"
-    seed: int | None = None
     extent: Any = None
     resolution: float | None = None
-    extra_args: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)
 
     command: ClassVar[str] = "train"
 
-    def engine_args(self, before: str, after: str, labels: str, aoi: str | None = None) -> list[str]:
-        args = ["--before", str(before), "--after", str(after), "--labels", str(labels)]
-        _opt(args, "--class-field", self.class_field)
-        _opt(args, "--aoi", aoi)
-        args += schema_args(self.preset, self.schema_path)
-        args += ["--out", str(self.out_dir)]
-        _opt(args, "--backbone", self.backbone)
-        _opt(args, "--weights", self.weights)
-        _opt(args, "--text-encoder", self.text_encoder)
-        _opt(args, "--stage1-epochs", self.stage1_epochs)
-        _opt(args, "--stage2-epochs", self.stage2_epochs)
-        _opt(args, "--chip", self.chip)
-        _opt(args, "--batch-size", self.batch_size)
-        _opt(args, "--lora-rank", self.lora_rank)
-        _opt(args, "--device", self.device if self.device in DEVICES else "auto")
-        _opt(args, "--seed", self.seed)
-        return args + list(self.extra_args)
+    def engine_args(self, before: str, after: str, labels: str, aoi: str | None = None, engine_options=None) -> list[str]:
+        values = engine_values(self.options, before=str(before), after=str(after), labels=str(labels), aoi=aoi,
+                               class_field=self.class_field, out=str(self.out_dir),
+                               **_schema_values(self.preset, self.schema_path))
+        return _args(self.command, values, engine_options)
 
 
 @dataclass
@@ -279,13 +283,14 @@ class DetectJob:
         overwrite: replace existing outputs (``--overwrite``); set only after the user
             agreed (the dock asks; Processing asks in its own file dialog). Without it
             the engine refuses an existing output.
-        threshold: probability of change from which a pixel is changed; None = the
-            model card's, else the engine's (0.5 for two classes, the most probable class
-            for more).
-        min_area: smallest change polygon kept, square metres; None = the engine's.
+        aoi: optional polygon layer/path: nothing is detected outside its polygons (``--aoi``).
+        aoi_selected_only: only the AOI layer's selected features.
         extent: ``QgsReferencedRectangle`` to limit the detection; None = whole *before*.
         resolution: pixel size for exports of non-file rasters.
         add_layers: add the outputs to the project (in a group named ``group_name``).
+        preset, schema_path: the schema used when the model has no card.
+        options: engine options of ``predict`` the user changed (``threshold``,
+            ``min_area``, ``device``, ``chip`` ...).
     """
 
     before: Any
@@ -294,33 +299,22 @@ class DetectJob:
     out_raster: str
     out_vectors: str = ""
     overwrite: bool = False
-    threshold: float | None = None
-    min_area: float | None = None
-    chip: int | None = None
-    overlap: int | None = None
-    batch_size: int | None = None
-    device: str = "auto"
+    aoi: Any = None
+    aoi_selected_only: bool = False
     extent: Any = None
     resolution: float | None = None
     add_layers: bool = True
     group_name: str = ""
     preset: str = "gaza"
     schema_path: str = ""
-    extra_args: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)
 
     command: ClassVar[str] = "predict"
 
-    def engine_args(self, before: str, after: str, extent: tuple[float, float, float, float] | None = None) -> list[str]:
-        args = ["--before", str(before), "--after", str(after), "--model", str(self.model), "--out", str(self.out_raster)]
-        _opt(args, "--vectors", self.out_vectors)
-        if self.overwrite:
-            args.append("--overwrite")
-        _opt(args, "--threshold", self.threshold)
-        _opt(args, "--min-area", self.min_area)
-        _opt(args, "--chip", self.chip)
-        _opt(args, "--overlap", self.overlap)
-        _opt(args, "--batch-size", self.batch_size)
-        _opt(args, "--device", self.device if self.device in DEVICES else "auto")
-        if extent is not None:
-            args += ["--extent", ",".join(repr(float(v)) for v in extent)]
-        return args + list(self.extra_args)
+    def engine_args(self, before: str, after: str, extent: tuple[float, float, float, float] | None = None,
+                    aoi: str | None = None, engine_options=None) -> list[str]:
+        values = engine_values(self.options, before=str(before), after=str(after), model=str(self.model),
+                               out=str(self.out_raster), vectors=self.out_vectors, aoi=aoi,
+                               overwrite=True if self.overwrite else None,
+                               extent=",".join(repr(float(v)) for v in extent) if extent is not None else None)
+        return _args(self.command, values, engine_options)

@@ -7,6 +7,7 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from ..i18n import tr
 from .algorithms import CaptionLabelsAlgorithm, DetectChangesAlgorithm, TrainChangeModelAlgorithm
 
 PLUGIN_DIR = Path(__file__).resolve().parents[2]
@@ -22,7 +23,7 @@ class MaskTalkProvider(QgsProcessingProvider):
         return "MaskTalk"
 
     def longName(self) -> str:  # noqa: N802 - QGIS API name
-        return "MaskTalk change detection (S2M)"
+        return tr("MaskTalk change detection (S2M)")
 
     def icon(self) -> QIcon:
         return QIcon(str(PLUGIN_DIR / "resources" / "icon.png"))

@@ -29,6 +29,12 @@ def captions_in(path: Path) -> list[str]:
     return sorted(f["caption"] for f in layer.getFeatures())
 
 
+def engine_options():
+    import importlib
+
+    return importlib.import_module("masktalk.plugin.engine_options").load(spawn=False)
+
+
 def test_algorithms_and_their_parameter_types():
     from qgis.core import (QgsApplication, QgsProcessingParameterEnum, QgsProcessingParameterField,
                            QgsProcessingParameterFolderDestination, QgsProcessingParameterRasterLayer,
@@ -43,13 +49,163 @@ def test_algorithms_and_their_parameter_types():
     assert isinstance(train.parameterDefinition("LABELS"), QgsProcessingParameterVectorLayer)
     field = train.parameterDefinition("CLASS_FIELD")
     assert isinstance(field, QgsProcessingParameterField) and field.parentLayerParameterName() == "LABELS"
-    backbone = train.parameterDefinition("BACKBONE")
-    assert isinstance(backbone, QgsProcessingParameterEnum) and backbone.options()[0] == "efficientnet_lite0"
+    assert isinstance(train.parameterDefinition("BACKBONE"), QgsProcessingParameterEnum)
     assert train.parameterDefinition("DEVICE").options() == ["auto", "cpu", "cuda"]
     assert isinstance(train.parameterDefinition("OUTPUT"), QgsProcessingParameterFolderDestination)
     detect = algs["masktalk:detect_changes"]
     assert detect.parameterDefinition("EXTENT").flags() & detect.parameterDefinition("EXTENT").FlagOptional
     assert all(a.shortHelpString() for a in algs.values())
+
+
+def test_engine_parameters_come_from_the_engine_declarations():
+    """Choices, defaults, ranges and help of the engine options are the engine's own (no retyped copy)."""
+    from qgis.core import QgsApplication
+
+    opts = engine_options()
+    registry = QgsApplication.processingRegistry()
+    train = registry.createAlgorithmById("masktalk:train_change_model")
+    backbone = train.parameterDefinition("BACKBONE")
+    assert backbone.options() == list(opts.option("train", "backbone").choices)
+    assert backbone.defaultValue() is None and backbone.flags() & backbone.FlagOptional  # automatic, as the engine
+    lora = train.parameterDefinition("LORA_RANK")
+    assert lora.defaultValue() == opts.default("train", "lora_rank") == 0  # the dock's old 8 broke Train at defaults
+    assert (lora.minimum(), lora.maximum()) == (0, opts.option("train", "lora_rank").maximum)
+    assert lora.help() == opts.option("train", "lora_rank").help and "0 = full fine-tuning" in lora.help()
+    text = train.parameterDefinition("TEXT_ENCODER")
+    assert text.options() == list(opts.option("train", "text_encoder").choices) and "clip" not in text.options()
+    assert text.options()[text.defaultValue()] == "minilm"
+    assert train.parameterDefinition("CHIP").defaultValue() == 256 and train.parameterDefinition("BATCH_SIZE").defaultValue() == 8
+    assert train.parameterDefinition("PRESET").options()[0] == "gaza"
+    detect = registry.createAlgorithmById("masktalk:detect_changes")
+    threshold = detect.parameterDefinition("THRESHOLD")
+    assert (threshold.minimum(), threshold.maximum(), threshold.defaultValue()) == (0, 1, None)
+    assert detect.parameterDefinition("MIN_AREA").defaultValue() == opts.default("predict", "min_area")
+    assert detect.parameterDefinition("RUNTIME").options() == list(opts.option("predict", "runtime").choices)
+
+
+def test_outputs_default_to_persistent_folders_beside_the_project(tmp_path, project):
+    from qgis.core import QgsApplication
+
+    project.setFileName(str(tmp_path / "analysis.qgz"))
+    registry = QgsApplication.processingRegistry()
+    train = registry.createAlgorithmById("masktalk:train_change_model")  # as the Toolbox does when a dialog opens
+    run = Path(train.parameterDefinition("OUTPUT").defaultValue())
+    assert run.parent == tmp_path / "masktalk" / "runs" and run.name.startswith("run-")
+    detect = registry.createAlgorithmById("masktalk:detect_changes")
+    raster = Path(detect.parameterDefinition("OUTPUT").defaultValue())
+    assert raster.parent == tmp_path / "masktalk" / "detections" and raster.suffix == ".tif"
+    assert Path(detect.parameterDefinition("VECTORS").defaultValue()) == raster.with_suffix(".gpkg")
+    project.clear()  # an unsaved project: the QGIS profile folder
+    train = registry.createAlgorithmById("masktalk:train_change_model")
+    run = Path(train.parameterDefinition("OUTPUT").defaultValue())
+    assert run.parent == Path(QgsApplication.qgisSettingsDirPath()) / "masktalk" / "output" / "runs"
+
+
+def prepared(alg_id, parameters, project):
+    """An algorithm after prepareAlgorithm (main thread), for its job and command line."""
+    from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById(alg_id)
+    context = QgsProcessingContext()
+    context.setProject(project)
+    assert alg.prepareAlgorithm(parameters, context, QgsProcessingFeedback())
+    return alg
+
+
+def test_train_at_the_defaults_passes_only_the_layers(demo_scene, tmp_path, project):
+    """What a new user gets: no engine option on the command line, so the engine's defaults apply."""
+    from qgis.core import QgsProcessingContext
+
+    params = {"BEFORE": str(demo_scene.before), "AFTER": str(demo_scene.after), "LABELS": f"{demo_scene.labels}|layername=labels",
+              "OUTPUT": str(tmp_path / "run")}
+    alg = prepared("masktalk:train_change_model", params, project)
+    context = QgsProcessingContext()
+    context.setProject(project)
+    try:
+        assert alg.checkParameterValues(params, context) == (True, "")  # what processing.run / qgis_process check first
+        assert alg.job.options == {}
+        args = alg.job.engine_args("b.tif", "a.tif", "l.gpkg")
+        assert args == ["--before", "b.tif", "--after", "a.tif", "--labels", "l.gpkg", "--preset", "gaza", "--out", str(tmp_path / "run")]
+    finally:
+        alg.cleanup()
+
+
+def test_train_at_its_defaults_runs_into_a_folder_beside_the_project(engine_python, demo_scene, tmp_path, project):
+    """Only the layers, as a new user gives them: the engine accepts its defaults and trains (cancelled
+    after its first step here), in a run folder that outlives QGIS, not a temporary one."""
+    import processing
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    project.setFileName(str(tmp_path / "analysis.qgz"))
+    feedback = QgsProcessingFeedback()
+    # cancel at the engine's first training step (progress > 0 once the engine runs; exports report progress too)
+    feedback.progressChanged.connect(lambda p: feedback.cancel() if p > 0 and "-m engine train" in feedback.textLog() else None)
+    with pytest.raises(QgsProcessingException, match="cancelled by the user"):
+        processing.run("masktalk:train_change_model", {"BEFORE": str(demo_scene.before), "AFTER": str(demo_scene.after),
+                                                       "LABELS": f"{demo_scene.labels}|layername=labels"}, feedback=feedback)
+    log = feedback.textLog()
+    assert "training on scene" in log and "backbone efficientnet_lite0" in log and "LoRA" not in log, log[-2000:]
+    runs = list((tmp_path / "masktalk" / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith("run-")
+    assert (runs[0] / "last" / "card.json").is_file() and (runs[0] / "config.json").is_file()  # cancel keeps the last checkpoint
+    config = __import__("json").loads((runs[0] / "config.json").read_text())
+    assert config["lora_rank"] == 0 and config["chip"] == 256 and config["text_encoder"] == "minilm"
+
+
+def test_detect_threshold_min_area_and_aoi_reach_the_engine(demo_scene, tmp_path, project):
+    from qgis.core import QgsProcessingFeatureSourceDefinition, QgsVectorLayer
+
+    aoi = QgsVectorLayer(f"{demo_scene.aoi}|layername=aoi", "aoi", "ogr")
+    project.addMapLayer(aoi)
+    alg = prepared("masktalk:detect_changes", {
+        "BEFORE": str(demo_scene.before), "AFTER": str(demo_scene.after), "MODEL": str(tmp_path), "THRESHOLD": 0.8, "MIN_AREA": 12.5,
+        "AOI": QgsProcessingFeatureSourceDefinition(aoi.id(), False), "OUTPUT": str(tmp_path / "out" / "c.tif"),
+        "VECTORS": str(tmp_path / "out" / "c.gpkg")}, project)
+    try:
+        assert alg.job.options == {"threshold": 0.8, "min_area": 12.5}
+        args = alg.job.engine_args("b.tif", "a.tif", None, str(alg.aoi_file.path))
+        assert args[args.index("--threshold") + 1] == "0.8" and args[args.index("--min-area") + 1] == "12.5"
+        assert args[args.index("--aoi") + 1] == str(alg.aoi_file.path) and alg.aoi_file.path.name == "aoi.gpkg"
+        assert alg.aoi_file.export is not None  # a sub-layer: exported in processAlgorithm, off the main thread
+        assert (tmp_path / "out").is_dir()  # the output folder is made (and probed) before the run
+    finally:
+        alg.cleanup()
+
+
+def test_detect_refuses_an_output_folder_it_cannot_write(demo_scene, tmp_path, project):
+    import processing
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    feedback = QgsProcessingFeedback()
+    with pytest.raises(QgsProcessingException):
+        processing.run("masktalk:detect_changes", {"BEFORE": str(demo_scene.before), "AFTER": str(demo_scene.after),
+                                                   "MODEL": str(tmp_path), "OUTPUT": "/proc/masktalk/changes.tif"}, feedback=feedback)
+    assert "cannot write the detection to /proc/masktalk" in feedback.textLog()  # what the Toolbox log shows
+    assert "Traceback" not in feedback.textLog()
+
+
+def test_rules_are_checked_before_running_when_the_engine_facts_are_known(engine_python, demo_scene, tmp_path, monkeypatch):
+    """LoRA on EfficientNet-Lite0 is refused in the dialog's check, with the engine's own reason."""
+    import importlib
+
+    from qgis.core import QgsApplication, QgsProcessingContext, QgsProject
+
+    eo = importlib.import_module("masktalk.plugin.engine_options")
+    monkeypatch.setattr(eo, "cache_dir", lambda: tmp_path / "cache")  # not the user's profile
+    eo.invalidate()
+    eo.load(engine_python)  # asks the engine once (cached)
+    alg = QgsApplication.processingRegistry().createAlgorithmById("masktalk:train_change_model")
+    backbones = alg.parameterDefinition("BACKBONE").options()
+    params = {"BEFORE": str(demo_scene.before), "AFTER": str(demo_scene.after), "LABELS": f"{demo_scene.labels}|layername=labels",
+              "CLASS_FIELD": "class", "OUTPUT": str(tmp_path / "run"), "BACKBONE": backbones.index("efficientnet_lite0"),
+              "LORA_RANK": 8}
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    ok, message = alg.checkParameterValues(params, context)
+    assert not ok and message.startswith("LoRA targets attention projections; backbone efficientnet_lite0 has none")
+    params["LORA_RANK"] = 0
+    assert alg.checkParameterValues(params, context) == (True, "")
+    eo.invalidate()
 
 
 def test_caption_labels_with_processing_run(engine_python, demo_scene, tmp_path, private_tmp):
@@ -177,3 +333,39 @@ def test_detect_with_processing_run(tiny_run, demo_scene, tmp_path, project):
     assert len(loaded) == 1 and loaded[0].renderer().type() == "paletted"
     card_classes = [c.label for c in loaded[0].renderer().classes()]
     assert card_classes[1] == "building destroyed"  # names from the model card (gaza preset)
+    # the GeoPackage's layers are loaded and styled too
+    by_name = {l.name(): l for l in project.mapLayers().values()}
+    assert by_name["changes"].source() == f"{vectors}|layername=changes"
+    assert by_name["changes"].renderer().type() == "categorizedSymbol"
+    assert by_name["changes"].renderer().categories()[0].label() == "building destroyed"
+    assert by_name["captions"].labelsEnabled()
+
+
+def test_detect_at_its_defaults_with_selected_aoi_features(tiny_run, demo_scene, tmp_path, project):
+    """No output named: the files go beside the project; the selected AOI polygon is the mask."""
+    import numpy as np
+    import processing
+    from osgeo import gdal
+    from qgis.core import QgsFeature, QgsGeometry, QgsProcessingFeatureSourceDefinition, QgsRectangle, QgsVectorLayer
+
+    project.setFileName(str(tmp_path / "analysis.qgz"))
+    x0, _, _, y0, _, _ = gdal.Open(str(demo_scene.before)).GetGeoTransform()
+    aoi = QgsVectorLayer("Polygon?crs=EPSG:32636", "aoi", "memory")
+    for rect in (QgsRectangle(x0 + 8, y0 - 40, x0 + 40, y0 - 8), QgsRectangle(x0 + 64, y0 - 120, x0 + 120, y0 - 64)):
+        f = QgsFeature()
+        f.setGeometry(QgsGeometry.fromRect(rect))
+        aoi.dataProvider().addFeatures([f])
+    project.addMapLayer(aoi)
+    aoi.selectByIds([next(aoi.getFeatures()).id()])
+    results = processing.run("masktalk:detect_changes", {
+        "BEFORE": str(demo_scene.before), "AFTER": str(demo_scene.after), "MODEL": str(tiny_run.dir),
+        "AOI": QgsProcessingFeatureSourceDefinition(aoi.id(), True)})
+    out, vectors = Path(results["OUTPUT"]), Path(results["VECTORS"])
+    assert out.parent == tmp_path / "masktalk" / "detections" and out.is_file() and vectors == out.with_suffix(".gpkg")
+    ds = gdal.Open(str(out))
+    assert (ds.RasterXSize, ds.RasterYSize) == (64, 64)  # the selected polygon's extent (32 m at 0.5 m), not both
+    assert ds.GetGeoTransform()[0] == pytest.approx(x0 + 8) and ds.GetGeoTransform()[3] == pytest.approx(y0 - 8)
+    classes = ds.GetRasterBand(1).ReadAsArray()
+    assert np.isin(classes, list(range(7))).all()  # a rectangle covering its whole extent: no pixel is outside the mask
+    for name in ("changes", "captions"):
+        assert QgsVectorLayer(f"{vectors}|layername={name}", name, "ogr").isValid()

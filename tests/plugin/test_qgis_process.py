@@ -60,3 +60,26 @@ def test_engine_errors_fail_the_command_with_the_engine_message(qgis_process_env
                         f"LABELS={demo_scene.before}", f"OUTPUT={tmp_path / 'c.gpkg'}", cwd=tmp_path)
     assert done.returncode != 0
     assert "has 3 bands" in done.stdout + done.stderr
+
+
+def test_help_shows_the_engine_declarations(qgis_process_env, tmp_path):
+    done = qgis_process(qgis_process_env, "--json", "help", "masktalk:train_change_model", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    params = json.loads(done.stdout[done.stdout.index("{"):])["parameters"]
+    lora = params["LORA_RANK"]
+    assert lora["default_value"] == 0 and "0 = full fine-tuning" in lora["help"]  # the engine's default and help
+    assert "clip" not in params["TEXT_ENCODER"]["raw_definition"]["options"]
+    assert params["OUTPUT"]["optional"]  # left out: a persistent run folder in the QGIS profile, not a temporary one
+    profile = Path(qgis_process_env["QGIS_CUSTOM_CONFIG_PATH"]) / "profiles" / "default"
+    assert Path(params["OUTPUT"]["default_value"]).parent == profile / "masktalk" / "output" / "runs"
+
+
+def test_detect_with_only_its_inputs_writes_a_persistent_styled_result(qgis_process_env, tiny_run, demo_scene, tmp_path):
+    done = qgis_process(qgis_process_env, "--json", "run", "masktalk:detect_changes", "--", f"BEFORE={demo_scene.before}",
+                        f"AFTER={demo_scene.after}", f"MODEL={tiny_run.dir}", "THRESHOLD=0.6", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads(done.stdout[done.stdout.index("{"):])["results"]
+    out, vectors = Path(results["OUTPUT"]), Path(results["VECTORS"])
+    profile = Path(qgis_process_env["QGIS_CUSTOM_CONFIG_PATH"]) / "profiles" / "default"
+    assert out.parent == profile / "masktalk" / "output" / "detections" and out.is_file() and vectors.is_file()
+    assert "--threshold 0.6" in done.stdout + done.stderr
