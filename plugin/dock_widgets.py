@@ -25,17 +25,19 @@ from qgis.core import (
     QgsVectorLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QAbstractTableModel, QModelIndex, Qt, QVariant
+from qgis.PyQt.QtCore import QAbstractTableModel, QModelIndex, Qt
 from qgis.PyQt.QtGui import QColor
 
 from ..engine.errors import InputError
 from ..engine.schema import ClassSchema
+from .compat import STRING
+from .i18n import tr, tr_noop
 from .styles import style_label_layer
 
 log = logging.getLogger("masktalk")
 
 COLUMNS = ("name", "category", "type", "color")
-HEADERS = ("Name", "Category (plural)", "Type", "Colour")
+HEADERS = (tr_noop("Name"), tr_noop("Category (plural)"), tr_noop("Type"), tr_noop("Colour"))
 #: Fallback colours for classes added in the table (ColorBrewer Paired).
 PALETTE = ("#e31a1c", "#1f78b4", "#ff7f00", "#b15928", "#6a3d9a", "#33a02c", "#fb9a99", "#a6cee3", "#fdbf6f", "#cab2d6")
 
@@ -86,7 +88,7 @@ class ClassTableModel(QAbstractTableModel):
         self.beginInsertRows(QModelIndex(), row, row)
         n = row + 1
         self._rows.append(
-            {"name": f"class {n}", "category": "objects", "type": "changed", "color": PALETTE[row % len(PALETTE)], "category_singular": ""}
+            {"name": tr("class {n}").format(n=n), "category": tr("objects"), "type": tr("changed"), "color": PALETTE[row % len(PALETTE)], "category_singular": ""}
         )
         self.endInsertRows()
         self._name = "custom"
@@ -106,28 +108,28 @@ class ClassTableModel(QAbstractTableModel):
     def columnCount(self, parent=QModelIndex()):  # noqa: N802,B008 - Qt API
         return 0 if parent.isValid() else len(COLUMNS)
 
-    def headerData(self, section, orientation, role=Qt.DisplayRole):  # noqa: N802 - Qt API
-        if role != Qt.DisplayRole:
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802 - Qt API
+        if role != Qt.ItemDataRole.DisplayRole:
             return None
-        if orientation == Qt.Horizontal:
-            return HEADERS[section]
+        if orientation == Qt.Orientation.Horizontal:
+            return tr(HEADERS[section])  # noqa: MT906 - the headers are marked with tr_noop() above
         return str(section + 1)
 
-    def data(self, index, role=Qt.DisplayRole):
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
         row = self._rows[index.row()]
         key = COLUMNS[index.column()]
-        if role in (Qt.DisplayRole, Qt.EditRole):
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.EditRole):
             return row[key]
-        if role == Qt.DecorationRole and key == "color":
+        if role == Qt.ItemDataRole.DecorationRole and key == "color":
             return QColor(row["color"])
-        if role == Qt.ToolTipRole and key == "category":
-            return "Plural noun used in captions, e.g. 'buildings'"
+        if role == Qt.ItemDataRole.ToolTipRole and key == "category":
+            return tr("Plural noun used in captions, e.g. 'buildings'")
         return None
 
-    def setData(self, index, value, role=Qt.EditRole):  # noqa: N802 - Qt API
-        if not index.isValid() or role != Qt.EditRole:
+    def setData(self, index, value, role=Qt.ItemDataRole.EditRole):  # noqa: N802 - Qt API
+        if not index.isValid() or role != Qt.ItemDataRole.EditRole:
             return False
         key = COLUMNS[index.column()]
         text = str(value.name() if isinstance(value, QColor) else value).strip()
@@ -148,16 +150,25 @@ class ClassTableModel(QAbstractTableModel):
 
     def flags(self, index):
         if not index.isValid():
-            return Qt.NoItemFlags
+            return Qt.ItemFlag.NoItemFlags
         if COLUMNS[index.column()] == "color":  # picked with a colour dialog (the dock), not typed
-            return Qt.ItemIsEnabled | Qt.ItemIsSelectable
-        return Qt.ItemIsEnabled | Qt.ItemIsSelectable | Qt.ItemIsEditable
+            return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEditable
 
 
 # -- trained models -------------------------------------------------------------------
+#: Scores shown in the model list, in this order.
+SCORE_KEYS = ("SeK", "Fscd", "mIoU", "F1")
+
+
 @dataclass
 class RunInfo:
-    """What the model list shows about one training run folder."""
+    """What the model list shows about one training run folder.
+
+    Read from what training writes (``engine/training/state.py``): ``config.json`` (the
+    settings), ``best/card.json`` (the kept model: backbone, classes, the scores and step
+    it was kept at, and by which rule) and ``metrics.jsonl`` (one line per validation).
+    """
 
     path: Path
     name: str
@@ -165,10 +176,25 @@ class RunInfo:
     classes: list[str] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)
     schema: dict | None = None
+    backbone: str = ""
+    steps: int | None = None
+    kept_step: int | None = None
+    rule: str = ""
 
     def scores_text(self) -> str:
-        keys = [k for k in ("SeK", "Fscd", "mIoU", "F1") if k in self.scores]
+        keys = [k for k in SCORE_KEYS if k in self.scores]
         return "  ".join(f"{k} {self.scores[k]:.3f}" for k in keys)
+
+    def details(self) -> str:
+        """A tooltip: folder, backbone, schedule and which model was kept."""
+        lines = [str(self.path)]
+        if self.backbone:
+            lines.append(tr("backbone: {name}").format(name=self.backbone))
+        if self.steps:
+            lines.append(tr("{n} optimizer steps").format(n=self.steps))
+        if self.kept_step is not None:
+            lines.append(tr("kept model: step {step} ({rule})").format(step=self.kept_step, rule=self.rule or "?"))
+        return "\n".join(lines)
 
 
 def _read_json(path: Path) -> Any:
@@ -178,12 +204,13 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _best_scores(run: Path) -> dict[str, float]:
-    """Best validation scores of a run: ``summary``/``result`` files first, then metrics.jsonl."""
-    for name in ("result.json", "summary.json"):
-        data = _read_json(run / name)
-        if isinstance(data, dict) and isinstance(data.get("best_metrics"), dict):
-            return {k: float(v) for k, v in data["best_metrics"].items() if isinstance(v, (int, float))}
+def _numbers(record: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and k not in ("epoch", "step", "stage", "lr")}
+
+
+def _history_best(run: Path) -> dict[str, float]:
+    """The best validation of ``metrics.jsonl`` (by SeK, else mIoU): for runs without a kept model yet."""
     best: dict[str, float] = {}
     try:
         lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
@@ -196,7 +223,7 @@ def _best_scores(run: Path) -> dict[str, float]:
             continue
         if not isinstance(rec, dict):
             continue
-        values = {k: float(v) for k, v in rec.items() if isinstance(v, (int, float)) and k not in ("epoch", "step", "stage")}
+        values = _numbers(rec)
         key = "SeK" if "SeK" in values else ("mIoU" if "mIoU" in values else None)
         if key is None:
             continue
@@ -205,14 +232,19 @@ def _best_scores(run: Path) -> dict[str, float]:
     return best
 
 
-def _schema_of(run: Path) -> dict | None:
-    for candidate in (run / "best" / "card.json", run / "last" / "card.json", run / "card.json", run / "config.json"):
+def _card(run: Path) -> tuple[Path | None, dict]:
+    for candidate in (run / "best" / "card.json", run / "card.json", run / "last" / "card.json"):
         data = _read_json(candidate)
-        if not isinstance(data, dict):
-            continue
-        schema = data.get("schema")
-        if isinstance(schema, dict) and isinstance(schema.get("classes"), list):
-            return schema
+        if isinstance(data, dict):
+            return candidate, data
+    return None, {}
+
+
+def _schema_of(card: dict, config: dict, run: Path) -> dict | None:
+    schema = card.get("schema")
+    if isinstance(schema, dict) and isinstance(schema.get("classes"), list):
+        return schema
+    for data in (config, card):
         if isinstance(data.get("classes"), list) and data["classes"] and isinstance(data["classes"][0], dict):
             return {"name": data.get("name", run.name), "classes": data["classes"]}
     return None
@@ -223,11 +255,22 @@ def read_run(run: Path) -> RunInfo | None:
     run = Path(run)
     if not ((run / "best").is_dir() or (run / "last").is_dir() or (run / "card.json").is_file()):
         return None
-    schema = _schema_of(run)
+    card_path, card = _card(run)
+    config = _read_json(run / "config.json")
+    config = config if isinstance(config, dict) else {}
+    schema = _schema_of(card, config, run)
     classes = [str(c.get("name")) for c in (schema or {}).get("classes", []) if c.get("id", 1) != 0]
-    ckpt = run / "best" if (run / "best").is_dir() else run
+    extra = card.get("extra") if isinstance(card.get("extra"), dict) else {}
+    kept = extra.get("metrics") if card_path is not None and card_path.parent.name == "best" else None
+    scores = {k: float(v) for k, v in (kept or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if not scores:
+        scores = _history_best(run)
+    ckpt = card_path.parent if card_path is not None else run
     stamp = _dt.datetime.fromtimestamp(ckpt.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-    return RunInfo(run, run.name, stamp, classes, _best_scores(run), schema)
+    steps = extra.get("trained_steps") or config.get("steps")
+    return RunInfo(run, run.name, stamp, classes, scores, schema, backbone=str(card.get("backbone") or config.get("backbone") or ""),
+                   steps=int(steps) if isinstance(steps, (int, float)) else None,
+                   kept_step=extra.get("step") if isinstance(extra.get("step"), int) else None, rule=str(extra.get("rule") or ""))
 
 
 def scan_runs(folder: str | Path) -> list[RunInfo]:
@@ -238,6 +281,46 @@ def scan_runs(folder: str | Path) -> list[RunInfo]:
     runs = [info for p in root.iterdir() if p.is_dir() for info in [read_run(p)] if info is not None]
     runs.sort(key=lambda r: r.path.stat().st_mtime, reverse=True)
     return runs
+
+
+def run_folder(model: str | Path) -> Path:
+    """The training run folder of a model path (``RUN``, ``RUN/best`` or ``RUN/last``)."""
+    model = Path(model)
+    return model.parent if model.name in ("best", "last") else model
+
+
+def model_resolution(model: str | Path, crs=None) -> float | None:
+    """The pixel size a model was trained at, in ``crs``'s units (None if unknown).
+
+    From the model card (``extra.pixel_size`` in ``extra.crs``, when the engine records
+    them), else from the *before* raster named in the run's ``config.json`` when it still
+    exists.
+    """
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject, QgsRasterLayer
+
+    from . import layers as L
+
+    card = _read_json(Path(model) / "card.json")
+    if not isinstance(card, dict):
+        card = _card(run_folder(model))[1]
+    extra = card.get("extra") if isinstance(card.get("extra"), dict) else {}
+    size = extra.get("pixel_size")
+    if isinstance(size, (int, float)) and not isinstance(size, bool) and size > 0:
+        source = QgsCoordinateReferenceSystem(str(extra.get("crs") or ""))
+        if crs is None or not source.isValid() or source == crs:
+            return float(size)
+        wgs84 = QgsCoordinateReferenceSystem("EPSG:4326")
+        area = QgsCoordinateTransform(wgs84, source, QgsProject.instance().transformContext()).transformBoundingBox(source.bounds())
+        return L.resolution_in_crs(float(size), source, crs, area)
+    config = _read_json(run_folder(model) / "config.json")
+    before = config.get("before") if isinstance(config, dict) else None
+    if not before or not Path(before).is_file():
+        return None
+    layer = QgsRasterLayer(str(before), "trained on", "gdal")
+    native = L.native_resolution(layer) if layer.isValid() else None
+    if not native or crs is None:
+        return native
+    return L.resolution_in_crs(native, layer.crs(), crs, layer.extent())
 
 
 # -- new label layer ------------------------------------------------------------------
@@ -263,23 +346,23 @@ def create_label_layer(path: str | Path, schema: ClassSchema, crs: QgsCoordinate
     if path.suffix.lower() != ".gpkg":
         path = path.with_suffix(".gpkg")
     fields = QgsFields()
-    fields.append(QgsField("class", QVariant.String, "string", 80))
+    fields.append(QgsField("class", STRING, "string", 80))
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
     options.layerName = name
     options.fileEncoding = "UTF-8"
     if path.exists():
-        options.actionOnExistingFile = QgsVectorFileWriter.CreateOrOverwriteLayer
+        options.actionOnExistingFile = QgsVectorFileWriter.ActionOnExistingFile.CreateOrOverwriteLayer
     context = QgsProject.instance().transformContext()
-    writer = QgsVectorFileWriter.create(str(path), fields, QgsWkbTypes.MultiPolygon, crs, context, options)
+    writer = QgsVectorFileWriter.create(str(path), fields, QgsWkbTypes.Type.MultiPolygon, crs, context, options)
     error = writer.hasError()
     message = writer.errorMessage()
     del writer  # closes the file
-    if error != QgsVectorFileWriter.NoError:
-        raise InputError(f"cannot create the label layer {path}: {message}; choose a folder you can write to")
+    if error != QgsVectorFileWriter.WriterError.NoError:
+        raise InputError(tr("cannot create the label layer {path}: {message}; choose a folder you can write to").format(path=path, message=message))
     layer = QgsVectorLayer(f"{path}|layername={name}", name, "ogr")
     if not layer.isValid():
-        raise InputError(f"the label layer {path} was written but QGIS cannot open it")
+        raise InputError(tr("the label layer {path} was written but QGIS cannot open it").format(path=path))
     style_label_layer(layer, schema, "class")
     (project or QgsProject.instance()).addMapLayer(layer)
     layer.startEditing()

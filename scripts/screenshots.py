@@ -6,14 +6,17 @@
 1. writes the demo scene (``engine.scene.make_demo_scene``) with the engine's Python;
 2. makes a throw-away QGIS profile in which this checkout is the installed plugin;
 3. starts ``qgis`` under ``xvfb-run`` with ``--code`` pointing back at this file, which
-   (inside QGIS, ``MASKTALK_SCREENSHOT_STAGE=qgis``) loads the scene, fills the dock,
-   and presses its buttons the way a user would: caption, train (a tiny run), detect —
-   saving a PNG of the main window after each step;
-4. copies the PNGs to ``docs/screenshots/`` (``--out``).
+   (inside QGIS, ``MASKTALK_SCREENSHOT_STAGE=qgis``) loads the scene and does what a new
+   user does, nothing more: picks *before*, *after* and the label layer, presses
+   *Caption labels*, *Train* and *Detect changes* -- every engine option at its default,
+   every folder the dock's default -- saving a PNG of the main window after each step;
+4. copies the PNGs to ``docs/screenshots/`` (``--out``) and, with ``--status``, writes
+   what happened (each step's job options, engine command, result, the layers Detect
+   added) as JSON: ``tests/plugin/test_desktop.py`` runs this script and checks it.
 
 A step that fails (say the engine lacks a command) is logged and the screenshots taken
 so far are kept; the exit code is then 1. Nothing is written outside the temporary
-folder and ``--out``.
+folder, ``--out`` and ``--status``.
 """
 
 from __future__ import annotations
@@ -122,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"), help="folder for the PNGs")
     parser.add_argument("--size", type=int, default=1024, help="demo scene size in pixels (default 1024, as `engine demo`)")
-    parser.add_argument("--epochs", default="12,6", help="stage-1,stage-2 epochs of the training shown (default 12,6, as `engine demo`)")
-    parser.add_argument("--chip", type=int, default=256, help="chip size of the training shown (default 256)")
+    parser.add_argument("--status", help="also write what happened in QGIS (steps, jobs, layers added) to this JSON file")
     parser.add_argument("--engine-python", default=default_engine_python(), help="the engine's Python")
     parser.add_argument("--qgis", default=shutil.which("qgis") or "/usr/bin/qgis", help="QGIS desktop executable")
     parser.add_argument("--no-train", action="store_true", help="skip training and detection (layers and captions only)")
@@ -146,9 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         profiles = make_profile(work)
         shots = work / "shots"
         shots.mkdir()
-        config = {"scene": scene, "shots": str(shots), "runs": str(work / "runs"), "detect": str(work / "detect"),
-                  "train": not args.no_train, "window": WINDOW, "chip": args.chip,
-                  "epochs": [int(e) for e in args.epochs.split(",")]}
+        config = {"scene": scene, "shots": str(shots), "train": not args.no_train, "window": WINDOW}
         (work / "config.json").write_text(json.dumps(config), encoding="utf-8")
         env = qgis_environment(engine_env())
         env.update({STAGE_VAR: "qgis", CONFIG_VAR: str(work / "config.json"), "MASKTALK_ENGINE_PYTHON": args.engine_python,
@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         code, qgis_log = run_qgis(cmd, env, work, args.timeout)
         status_file = shots / "status.json"
         status = json.loads(status_file.read_text(encoding="utf-8")) if status_file.is_file() else {}
+        status["qgis_exit_code"] = code
+        if args.status:
+            Path(args.status).write_text(json.dumps(status, indent=1), encoding="utf-8")
         pngs = sorted(shots.glob("*.png"))
         for png in pngs:
             shutil.copy2(png, out / png.name)
@@ -182,20 +185,36 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ======================================================================= inside QGIS
+def _layer_facts(node) -> dict:  # pragma: no cover - runs inside the QGIS desktop
+    from qgis.core import QgsRasterLayer
+
+    layer = node.layer()
+    renderer = layer.renderer() if hasattr(layer, "renderer") else None
+    facts = {"name": layer.name(), "kind": "raster" if isinstance(layer, QgsRasterLayer) else "vector",
+             "renderer": renderer.type() if renderer is not None else None, "visible": node.isVisible(),
+             "source": layer.source(), "valid": layer.isValid()}
+    if facts["kind"] == "raster" and hasattr(renderer, "band"):
+        facts["band"] = renderer.band()
+    if facts["kind"] == "vector":
+        facts["features"] = layer.featureCount()
+        facts["labels"] = bool(layer.labelsEnabled())
+    return facts
+
+
 def _in_qgis() -> None:  # pragma: no cover - runs inside the QGIS desktop
-    """Load the scene, drive the dock and take the screenshots (QGIS ``--code``)."""
+    """Load the scene, drive the dock as a new user and take the screenshots (QGIS ``--code``)."""
     import time
     import traceback
 
     import qgis.utils
-    from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
+    from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
     from qgis.PyQt.QtCore import QEventLoop, Qt, QTimer
     from qgis.PyQt.QtGui import QImage
     from qgis.PyQt.QtWidgets import QApplication, QDockWidget
 
     config = json.loads(Path(os.environ[CONFIG_VAR]).read_text(encoding="utf-8"))
     shots = Path(config["shots"])
-    status: dict = {"errors": [], "shots": [], "finished": False}
+    status: dict = {"errors": [], "shots": [], "finished": False, "steps": {}}
     iface = qgis.utils.iface
 
     def on_message(message, tag, level):
@@ -206,12 +225,12 @@ def _in_qgis() -> None:  # pragma: no cover - runs inside the QGIS desktop
     QgsApplication.messageLog().messageReceived.connect(on_message)
 
     def save_status():
-        (shots / "status.json").write_text(json.dumps(status, indent=1), encoding="utf-8")
+        (shots / "status.json").write_text(json.dumps(status, indent=1, default=str), encoding="utf-8")
 
     def pump(seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            QApplication.processEvents(QEventLoop.AllEvents, 50)
+            QApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
             time.sleep(0.02)
 
     def wait_canvas() -> None:
@@ -228,7 +247,8 @@ def _in_qgis() -> None:  # pragma: no cover - runs inside the QGIS desktop
         path = shots / f"{name}.png"
         # 256 colours with diffusion dithering: a third of the size of a full-colour PNG,
         # text stays crisp and imagery keeps its colours.
-        image = iface.mainWindow().grab().toImage().convertToFormat(QImage.Format_Indexed8, Qt.AutoColor | Qt.DiffuseDither)
+        image = iface.mainWindow().grab().toImage().convertToFormat(
+            QImage.Format.Format_Indexed8, Qt.ImageConversionFlag.AutoColor | Qt.ImageConversionFlag.DiffuseDither)
         image.save(str(path), "PNG", 0)
         status["shots"].append(path.name)
         save_status()
@@ -238,10 +258,13 @@ def _in_qgis() -> None:  # pragma: no cover - runs inside the QGIS desktop
         from qgis.gui import QgsCollapsibleGroupBox
 
         for box in dock.findChildren(QgsCollapsibleGroupBox):
-            box.setCollapsed(box.objectName() not in sections)
+            if box.objectName() in ("MaskTalkLayers", "MaskTalkClasses", "MaskTalkCaptions", "MaskTalkTrain", "MaskTalkDetect"):
+                box.setCollapsed(box.objectName() not in sections)
         pump(0.3)
 
-    def wait_task(dock, kind: str, timeout: float) -> bool:
+    def press(dock, kind: str, timeout: float) -> dict:
+        """Press a section's run button (as a click) and wait for its task to end."""
+        section = dock.run_sections()[kind]
         result: dict = {}
 
         def on_finished(k, ok):
@@ -249,17 +272,35 @@ def _in_qgis() -> None:  # pragma: no cover - runs inside the QGIS desktop
                 result["ok"] = ok
 
         dock.taskFinished.connect(on_finished)
-        end = time.monotonic() + timeout
-        while "ok" not in result and time.monotonic() < end:
-            pump(0.2)
+        step: dict = {"enabled": section.run.button.isEnabled(), "tooltip": section.run.button.toolTip()}
+        started = time.monotonic()
+        section.run.button.click()
+        task = dock.tasks.get(kind)
+        if task is not None:
+            step["options"] = dict(getattr(task.job, "options", {}) or {})
+            end = time.monotonic() + timeout
+            while "ok" not in result and time.monotonic() < end:
+                pump(0.2)
+            step.update(ok=bool(result.get("ok")), seconds=round(time.monotonic() - started, 1),
+                        command=list(task.runner.last_command or []), status=section.run.status.text(),
+                        error=task.error.details() if task.error is not None else None,
+                        result={k: v for k, v in (task.result or {}).items() if k != "json"})
+        else:
+            step.update(ok=False, status=section.run.status.text(), error="the task did not start")
         dock.taskFinished.disconnect(on_finished)
-        return bool(result.get("ok"))
+        status["steps"][kind] = step
+        save_status()
+        return step
 
     def run():
         try:
             win = iface.mainWindow()
             win.showNormal()
             win.setGeometry(0, 0, *config["window"])
+            stored = QgsSettings()
+            stored.beginGroup("MaskTalk/options")
+            status["stored_options"] = list(stored.allKeys())  # a fresh profile: none
+            stored.endGroup()
             plugin = qgis.utils.plugins.get("masktalk")
             if plugin is None:
                 raise RuntimeError("the MaskTalk plugin did not load in this profile")
@@ -282,33 +323,26 @@ def _in_qgis() -> None:  # pragma: no cover - runs inside the QGIS desktop
                     panel.hide()
             dock.show()
             dock.raise_()
-            win.resizeDocks([dock], [480], Qt.Horizontal)
-            dock.runs_widget.setFilePath(config["runs"])
-            dock.before_combo.setLayer(before)
-            dock.after_combo.setLayer(after)
-            dock.label_combo.setLayer(labels)
-            dock.class_field_combo.setField("class")
-            dock.aoi_combo.setLayer(aoi)
-            from masktalk.plugin.styles import style_label_layer  # noqa: PLC0415 - the plugin package
-
-            style_label_layer(labels, dock.schema(), "class")
+            win.resizeDocks([dock], [480], Qt.Orientation.Horizontal)
+            # what a new user touches: the two dates and the label layer, nothing else
+            dock.layers.before_combo.setLayer(before)
+            dock.layers.after_combo.setLayer(after)
+            dock.layers.label_combo.setLayer(labels)
+            status["class_field"] = dock.layers.class_field()
             iface.mapCanvas().setExtent(after.extent())
-            pump(3)
+            end = time.monotonic() + 120
+            while "options" in dock.tasks and time.monotonic() < end:  # the engine's own options arrive
+                pump(0.2)
+            pump(2)
+            status["engine_options"] = getattr(dock.engine_options, "source", None)
             focus(dock, "MaskTalkLayers", "MaskTalkClasses")
             shot("01-dock-layers")
             sections = {"caption": ("MaskTalkCaptions",), "train": ("MaskTalkTrain",), "detect": ("MaskTalkDetect", "MaskTalkTrain")}
-            steps = [("caption", dock.start_caption, 300, "02-captions")]
+            steps = [("caption", 300, "02-captions")]
             if config.get("train"):
-                dock.stage1_spin.setValue(config["epochs"][0])
-                dock.stage2_spin.setValue(config["epochs"][1])
-                dock.chip_spin.setValue(config["chip"])
-                dock.batch_spin.setValue(4)
-                dock.lora_spin.setValue(0)
-                dock.run_name_edit.setText("demo")
-                steps += [("train", dock.start_train, 3600, "03-train"), ("detect", dock.start_detect, 900, "04-detect")]
-            for kind, start, timeout, name in steps:
+                steps += [("train", 3600, "03-train"), ("detect", 900, "04-detect")]
+            for kind, timeout, name in steps:
                 if kind == "detect":
-                    dock.refresh_models()
                     # the caption layer of the labels would hide the detection's own captions
                     for layer in project.mapLayersByName("captions"):
                         node = project.layerTreeRoot().findLayer(layer.id())
@@ -316,11 +350,14 @@ def _in_qgis() -> None:  # pragma: no cover - runs inside the QGIS desktop
                             node.setItemVisibilityChecked(False)
                     project.layerTreeRoot().findLayer(labels.id()).setItemVisibilityChecked(False)
                 focus(dock, *sections[kind])
-                start()
-                if not wait_task(dock, kind, timeout):
-                    status["errors"].append(f"{kind} did not finish successfully (see the MaskTalk log)")
+                step = press(dock, kind, timeout)
+                if not step.get("ok"):
+                    status["errors"].append(f"{kind} did not finish successfully: {step.get('status')} (see the MaskTalk log)")
                     shot(name + "-failed")
                     break
+                if kind == "detect":
+                    groups = [g for g in project.layerTreeRoot().children() if g.name().startswith("MaskTalk ") and g.name() != "MaskTalk captions"]
+                    status["detection_groups"] = [{"name": g.name(), "layers": [_layer_facts(n) for n in g.findLayers()]} for g in groups]
                 shot(name)
             status["finished"] = True
         except Exception:  # noqa: BLE001 - report everything to the driver

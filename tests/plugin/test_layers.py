@@ -255,3 +255,114 @@ def test_a_class_raster_with_a_crs_assigned_in_qgis_is_captioned_in_that_crs(mt,
     assert (grid.width, grid.height) == (src.RasterXSize, src.RasterYSize)
     web = QgsRasterLayer("type=xyz&url=file:///nonexistent/{z}/{x}/{y}.png", "tiles", "wms")
     assert mt.layers.class_raster_source(web) is None
+
+
+def test_raster_export_reports_progress_and_stops_when_cancelled(mt, xyz_tiles, private_tmp):
+    from qgis.core import QgsCoordinateReferenceSystem, QgsRasterBlockFeedback, QgsRectangle, QgsReferencedRectangle
+
+    layer = xyz_layer(xyz_tiles)
+    xmin, ymin, xmax, ymax = xyz_tiles.bounds
+    extent = QgsReferencedRectangle(QgsRectangle(xmin, ymin, xmax, ymax), QgsCoordinateReferenceSystem("EPSG:3857"))
+    temp = mt.layers.TempFolder()
+    # done: progress up to 100 %
+    prepared = mt.layers.prepare_raster(layer, temp, "after", extent=extent, resolution=xyz_tiles.res)
+    feedback = QgsRasterBlockFeedback()
+    seen = []
+    feedback.progressChanged.connect(seen.append)
+    prepared.ensure(feedback)
+    assert seen and max(seen) == pytest.approx(100) and len(set(seen)) > 1
+    # cancelled at the first progress: no file, the dedicated error
+    prepared = mt.layers.prepare_raster(layer, temp, "again", extent=extent, resolution=xyz_tiles.res / 4)
+    feedback = QgsRasterBlockFeedback()
+    feedback.progressChanged.connect(lambda p: feedback.cancel())
+    with pytest.raises(mt.layers.ExportCancelled):
+        prepared.ensure(feedback)
+    assert not prepared.path.exists() and not list(temp.path.glob("again*"))
+    temp.cleanup()
+    assert leftovers(private_tmp) == []
+
+
+def test_selected_features_are_exported_in_a_worker_thread(mt, demo_scene):
+    import threading
+
+    from qgis.core import QgsVectorLayer
+
+    layer = QgsVectorLayer(f"{demo_scene.labels}|layername=labels", "labels", "ogr")
+    ids = [f.id() for f in layer.getFeatures()][:2]
+    layer.selectByIds(ids)
+    with mt.layers.TempFolder() as temp:
+        prepared = mt.layers.prepare_vector(layer, temp, "aoi", selected_only=True)  # main thread: a snapshot
+        layer.removeSelection()  # the user goes on working: the export keeps what was selected
+        done = {}
+        worker = threading.Thread(target=lambda: done.update(path=prepared.ensure()))
+        worker.start()
+        worker.join(60)
+        back = QgsVectorLayer(f"{done['path']}|layername=aoi", "back", "ogr")
+        assert back.featureCount() == 2 and back.crs() == layer.crs()
+        with pytest.raises(mt.layers.LayerProblem, match="no selected features"):
+            mt.layers.prepare_vector(layer, temp, "aoi", selected_only=True)
+
+
+def test_captions_are_a_geopackage_replaced_on_a_rerun(mt, demo_scene, tmp_path, project):
+    from qgis.core import QgsVectorLayer
+
+    grid = mt.layers.raster_grid(demo_scene.truth)
+    chip = {"window": {"row_off": 0, "col_off": 0, "height": 128, "width": 128},
+            "quadruples": [{"class_id": 1, "category": "buildings", "type": "destroyed", "direction": "north",
+                            "quantity": "a few", "pixels": 900}], "sentences": ["A few buildings were destroyed in the north."]}
+    path = tmp_path / "labels_captions.gpkg"
+    uri = mt.layers.write_captions([chip, chip], grid, path, chip=128)
+    layer = QgsVectorLayer(uri, "captions", "ogr")
+    project.addMapLayer(layer)
+    assert layer.featureCount() == 2
+    assert mt.layers.layers_reading(uri, project) == [layer]
+    project.removeMapLayer(layer.id())
+    uri = mt.layers.write_captions([chip], grid, path, chip=128)
+    again = QgsVectorLayer(uri, "captions", "ogr")
+    assert again.featureCount() == 1 and again.fields().names() == ["fid", *mt.layers.caption_fields().names()]
+    assert mt.layers.captions_path(str(demo_scene.truth), tmp_path) == demo_scene.truth.with_name("truth_captions.gpkg")
+    blocked = tmp_path / "a file"
+    blocked.write_text("x")
+    assert mt.layers.captions_path(str(blocked / "labels.gpkg"), tmp_path / "out") == tmp_path / "out" / "captions.gpkg"
+
+
+def test_caption_labels_show_only_when_a_chip_is_readable(mt, demo_scene):
+    grid = mt.layers.raster_grid(demo_scene.truth)
+    chips = [{"window": {"row_off": 0, "col_off": 0, "height": 256, "width": 256}, "quadruples": [], "sentences": ["x."]}]
+    layer = mt.layers.captions_layer(chips, grid, chip=256)
+    settings = layer.labeling().settings()
+    assert settings.scaleVisibility and settings.maximumScale == 0
+    # a 128 m chip is 10 cm on screen at 1:1280: no labels when zoomed further out
+    assert settings.minimumScale == pytest.approx(128 / 0.1, rel=0.01)
+    assert settings.fitInPolygonOnly
+
+
+def test_a_detection_raster_gives_classes_and_confidence_layers(mt, demo_scene, tmp_path):
+    src = gdal.Open(str(demo_scene.truth))
+    path = tmp_path / "changes.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), src.RasterXSize, src.RasterYSize, 2, gdal.GDT_Byte)
+    ds.SetGeoTransform(src.GetGeoTransform())
+    ds.SetProjection(src.GetProjection())
+    ds.GetRasterBand(1).WriteArray(src.ReadAsArray())
+    ds.GetRasterBand(2).WriteArray(np.full((src.RasterYSize, src.RasterXSize), 80, np.uint8))
+    ds = None
+    layers = mt.layers.detection_layers(str(path), None, mt.schema.load_preset("gaza"))
+    assert [l.name() for l in layers] == ["change classes", "confidence"]
+    renderer = layers[1].renderer()
+    assert renderer.type() == "singlebandpseudocolor" and renderer.band() == 2
+    assert (renderer.classificationMin(), renderer.classificationMax()) == (0, 100)
+
+
+def test_labels_on_a_web_reference_are_rasterised_at_the_resolution_given(mt, demo_scene, xyz_tiles):
+    from qgis.core import QgsVectorLayer
+
+    labels = _memory_copy(QgsVectorLayer(f"{demo_scene.labels}|layername=labels", "labels", "ogr"))
+    web = xyz_layer(xyz_tiles)
+    with pytest.raises(mt.layers.LayerProblem, match="give a resolution"):
+        mt.layers.label_grid(labels, web)
+    grid = mt.layers.label_grid(labels, web, xyz_tiles.res)
+    assert grid.crs == web.crs() and grid.res == pytest.approx(xyz_tiles.res)
+    with mt.layers.TempFolder() as temp:
+        path = mt.layers.rasterize_labels(labels, "class", mt.schema.load_preset("gaza"), grid, temp.file("l.tif"))
+        burnt = gdal.Open(str(path)).ReadAsArray()
+    assert burnt.shape == (grid.height, grid.width) and (burnt > 0).any()
