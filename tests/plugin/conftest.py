@@ -274,3 +274,29 @@ def xyz_tiles(demo_scene, tmp_path_factory, qgis_app) -> types.SimpleNamespace:
             QImage(tile.data, 256, 256, 256 * 3, QImage.Format_RGB888).copy().save(str(folder / f"{ty0 + j}.png"))
     uri = f"type=xyz&url=file://{root}/{{z}}/{{x}}/{{y}}.png&zmin={z}&zmax={z}"
     return types.SimpleNamespace(uri=uri, bounds=bounds, res=size / 256, array=array, zoom=z)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nothing_of_qgis_outlives_exit_qgis(qgis_app):
+    """QGIS objects still owned by Python at the end of the session are deleted now, before
+    pytest-qgis calls ``exitQgis()`` (this fixture's teardown runs first): destroyed by the
+    interpreter's finalisation instead, after ``exitQgis()``, they crash the process on green
+    tests (GDALClose on a freed driver, double free). Objects C++ owns are left alone."""
+    yield
+    import gc
+
+    from qgis.core import QgsApplication, QgsFeedback, QgsMapLayer, QgsProject, QgsTask, QgsVectorLayerFeatureSource
+    from qgis.PyQt import sip
+
+    QgsApplication.taskManager().cancelAll()
+    QgsProject.instance().clear()
+    QgsApplication.processEvents()
+    gc.collect()
+    kinds = (QgsMapLayer, QgsVectorLayerFeatureSource, QgsFeedback)
+    for obj in gc.get_objects():
+        try:
+            if isinstance(obj, kinds) and not isinstance(obj, QgsTask) and not sip.isdeleted(obj) and sip.ispyowned(obj):
+                sip.delete(obj)
+        except (RuntimeError, TypeError, ReferenceError):
+            continue
+    QgsApplication.processEvents()
