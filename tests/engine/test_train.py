@@ -369,11 +369,11 @@ def test_a_small_hand_labelled_area_trains_at_the_default_crop(tmp_path):
 
     scene = make_scene(tmp_path / "scene", size=100)
     scene.pop("aoi")
-    cfg = TrainConfig(out=str(tmp_path / "run"), preset="building", backbone="efficientnet_lite0", weights="random", **scene)
+    cfg = TrainConfig(out=str(tmp_path / "run"), preset="building", **scene)  # a new user's defaults
     assert cfg.crop == 128 and cfg.crop_auto
     p = prepare(cfg)
     assert p.config.crop < 128 and p.config.crop % 32 == 0
     assert any(f"crops of {p.config.crop} px instead of 128 px" in n for n in p.notes)
     assert p.sampler.sample(0, 8)[0].size == p.config.crop
     with pytest.raises(InputError, match="smaller --crop"):
-        prepare(TrainConfig(out=str(tmp_path / "run2"), preset="building", backbone="efficientnet_lite0", weights="random", crop=128, **scene))
+        prepare(TrainConfig(out=str(tmp_path / "run2"), preset="building", crop=128, **scene))
