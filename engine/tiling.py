@@ -190,8 +190,10 @@ def _argmax0(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     One pass per class over contiguous planes: faster than ``argmax(axis=0)`` on the
     planes a chip grid gives, and it returns the maximum without a second lookup.
     """
+    if acc.shape[0] == 2:  # the common binary model: one comparison, no masked store
+        return (acc[1] > acc[0]).view(np.uint8), np.maximum(acc[0], acc[1])
     best = acc[0].copy()
-    idx = np.zeros(best.shape, np.intp)
+    idx = np.zeros(best.shape, np.uint8 if acc.shape[0] <= 256 else np.intp)
     for k in range(1, acc.shape[0]):
         idx[acc[k] > best] = k
         np.maximum(best, acc[k], out=best)

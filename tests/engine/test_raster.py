@@ -102,6 +102,35 @@ def test_nodata_in_either_date_is_invalid(tmp_path, img):
     assert valid[5:, :60].all()
 
 
+def test_after_on_the_same_grid_is_read_directly_with_its_masks(tmp_path, img):
+    from rasterio.vrt import WarpedVRT
+
+    img_a = img.copy()
+    img_a[:, 10:12, :] = 255
+    b = write_tif(tmp_path / "b.tif", img)
+    a = write_tif(tmp_path / "a.tif", img_a, nodata=255)
+    with open_pair(b, a) as pair:
+        assert not isinstance(pair.after, WarpedVRT)  # no warp onto an identical grid
+        assert pair.window == Window(0, 0, 64, 64)
+        before, after, valid = pair.read(Window(0, 0, 64, 64))
+        np.testing.assert_array_equal(before[:, valid], img[:, valid].astype(np.float32))
+        np.testing.assert_array_equal(after[:, valid], img_a[:, valid].astype(np.float32))
+        assert not valid[10:12].any() and valid[:10].all() and valid[12:].all()
+        assert (before[:, ~valid] == 0).all() and (after[:, ~valid] == 0).all()
+        # a window hanging off the bottom-right corner is padded as invalid
+        before, _, valid = pair.read(Window(60, 60, 8, 8))
+        assert before.shape == (3, 8, 8) and valid.sum() == 16 and valid[:4, :4].all()
+    # a float raster without nodata: NaN pixels are invalid and 0, not NaN
+    fb = img.astype(np.float32) / 255
+    fb[0, 3, 4] = np.nan
+    b = write_tif(tmp_path / "fb.tif", fb)
+    a = write_tif(tmp_path / "fa.tif", img.astype(np.float32) / 255)
+    with open_pair(b, a) as pair:
+        before, after, valid = pair.read(Window(0, 0, 64, 64))
+    assert not valid[3, 4] and valid.sum() == 64 * 64 - 1
+    assert np.isfinite(before).all() and before[0, 3, 4] == 0 and after[:, 3, 4].tolist() == [0, 0, 0]
+
+
 @pytest.mark.parametrize(
     "case, pattern",
     [
