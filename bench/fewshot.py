@@ -107,6 +107,8 @@ def run_one(root: Path, train_names: list[str], test_names: list[str], seed: int
     res = scores(preds, truths, args.num_classes)
     res["train_s"] = round(t_train, 1)
     res["changed_share"] = float(np.mean([(p == 1).mean() for p in preds]))
+    card = json.loads((run / "best" / "card.json").read_text())
+    res["threshold"] = (card.get("extra") or {}).get("threshold")  # calibrated on validation; None = most probable class
     return res
 
 

@@ -26,7 +26,8 @@ agree with fp32 on less than 99.5 %% of the pixels.
 
 Threshold: two classes: a pixel is changed when P(change) >= --threshold; more classes:
 when 1 - P(no change) >= --threshold, and then takes the most probable change class.
-Without --threshold: the model card's threshold when it has one, else 0.5 for two
+Without --threshold: the model card's threshold when it has one (train calibrates it on
+its validation area; the log of train says which), else 0.5 for two
 classes (the most probable class) and the most probable class for more.
 """
 

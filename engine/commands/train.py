@@ -17,6 +17,10 @@ labelled area, else a strip of every image. The kept model (RUN/best, what predi
 is the moving average of the weights (--ema): the best-scoring one over the validations
 when the validation holds enough data (3+ regions, 2 x chip^2 labelled px, 1000 changed px),
 otherwise the one at the end of training -- the log says which rule applied.
+Its change threshold is calibrated on the validation area (with 1000+ changed pixels):
+"changed when 1 - P(no change) >= t" for t in 0.10..0.50, kept in the model card when it
+beats the most probable class by 0.005 in F1 (two classes) or SeK; predict --threshold
+overrides it, --no-calibrate keeps the most probable class.
 
 Normalisation: 8-bit imagery uses the backbone's ImageNet convention; 16-bit and float
 imagery use per-band statistics measured on the training crops. Both are stored in the
@@ -92,6 +96,8 @@ def configure(parser) -> None:
     opt.add_argument("--photometric", type=bounded(float, 0), default=1.0, help="strength of the per-date photometric augmentation (default 1; 0 = off)")
     opt.add_argument("--change-crops", type=bounded(float, 0, 1), default=0.5, help="share of each step's crops centred on a changed pixel, the change "
                      "class drawn uniformly among those labelled (class-balanced; default 0.5; 0 = uniform crops)")
+    opt.add_argument("--no-calibrate", action="store_true", help="keep the most probable class as the change decision "
+                     "instead of a change threshold calibrated on the validation area")
     opt.add_argument("--device", default="auto", choices=DEVICES, help="device (default auto: CUDA when available)")
     opt.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     opt.add_argument("--seed", type=bounded(int, 0), default=0, help="seed of the split and of every random draw (default 0)")
@@ -145,7 +151,7 @@ def run(args, progress) -> dict:
     from ..training import TrainConfig, train
 
     drop = tuple(e.strip() for e in (args.drop_elements or "").split(",") if e.strip())
-    config = TrainConfig(**{f: getattr(args, f) for f in FIELDS}, drop_elements=drop, amp=not args.no_amp)
+    config = TrainConfig(**{f: getattr(args, f) for f in FIELDS}, drop_elements=drop, amp=not args.no_amp, calibrate=not args.no_calibrate)
     result = train(config, progress)
     if args.progress not in ("jsonl",) and result.get("best_metrics"):
         m = result["best_metrics"]

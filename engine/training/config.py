@@ -56,6 +56,8 @@ class TrainConfig(JobConfig):
         photometric: strength of the per-date photometric augmentation (0 = off).
         change_crops: share of each step's crops centred on a change pixel of a change
             class drawn uniformly (class-balanced, see :mod:`.sampler`); 0 = uniform crops.
+        calibrate: calibrate the change threshold of the kept model on the validation area
+            (:mod:`.calibrate`); False keeps the most probable class.
         device, amp, seed, workers, resume: as named.
     """
 
@@ -104,6 +106,7 @@ class TrainConfig(JobConfig):
     quantity_scale: float = 1.0
     photometric: float = 1.0
     change_crops: float = 0.5
+    calibrate: bool = True
     device: str = "auto"
     amp: bool = True
     seed: int = 0

@@ -199,6 +199,7 @@ class Trainer:
         import torch
 
         from ..metrics import ConfusionMatrix, scores_from_matrix
+        from .calibrate import ThresholdHistogram, calibrate
         from .dataset import ValDataset
 
         if not hasattr(self, "_val"):
@@ -206,6 +207,7 @@ class Trainer:
             regions = p.split.val[self.dist.rank :: self.dist.world]
             self._val = ValDataset(p.source, regions, p.normalization.mean, p.normalization.std, self.cfg.chip, self.model.backbone.size_multiple)
         cm = ConfusionMatrix(self.p.schema.num_classes)
+        hist = ThresholdHistogram(self.p.schema.num_classes)
         model.eval()
         with torch.no_grad():
             for t in range(len(self._val)):
@@ -213,11 +215,15 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
                     logits = model(item["before"][None].to(self.device), item["after"][None].to(self.device))["logits"]
                 cm.update(logits.argmax(1).cpu(), item["label"][None])
+                hist.update(logits.float().softmax(1).cpu().numpy(), item["label"][None].numpy())
         matrix = runtime.all_sum(cm.matrix.astype("float64"), self.dist, self.device).numpy().round().astype("int64")
+        hist.counts = runtime.all_sum(hist.counts.astype("float64"), self.dist, self.device).numpy().round().astype("int64")
         scores = scores_from_matrix(matrix, [c.name for c in self.p.schema.classes])
         out = {k: v for k, v in scores.items() if k != "per_class"}
         out["per_class_IoU"] = {k: v["IoU"] for k, v in scores["per_class"].items()}
         out["pixels"] = int(matrix.sum())
+        if self.cfg.calibrate:
+            out["calibration"] = calibrate(hist, matrix, self.score_key)
         return json.loads(json.dumps(out, default=float).replace("NaN", "null"))
 
     # -- state ---------------------------------------------------------------------------
@@ -241,6 +247,11 @@ class Trainer:
 
         extra = {"step": state["best_step"], "metrics": state["best_metrics"], "rule": state["rule"],
                  "validation": chips_summary(self.p), "trained_steps": state["step"]}
+        calibration = state.get("best_calibration")
+        if calibration:
+            extra["calibration"] = calibration
+            if calibration.get("threshold") is not None:
+                extra["threshold"] = calibration["threshold"]  # what predict applies (predict --threshold overrides)
         save_checkpoint(self.p.run / "best", self.ema.model, self.card(state["stage"], extra))
 
     def check_cancel(self) -> None:
@@ -291,7 +302,17 @@ class Trainer:
             self.run_stage(stage, first, state)
         if state["best_step"] is None or not self.p.split.trusted:
             self.keep_final(state)
+        self.log_calibration(state.get("best_calibration"))
         return self.result(state, time.time() - t0)
+
+    def log_calibration(self, calibration: dict | None) -> None:
+        if not calibration:
+            return
+        if calibration.get("threshold") is not None:
+            self.progress.log(f"change threshold {calibration['threshold']:g} calibrated on the validation area "
+                              f"({calibration['reason']}); predict applies it unless --threshold is given")
+        else:
+            self.progress.log(f"change decision: the most probable class ({calibration.get('reason', '')})")
 
     def run_stage(self, stage: int, first: int, state: dict) -> None:
         import torch
@@ -333,7 +354,8 @@ class Trainer:
         score = scores.get(self.score_key)
         improved = score is not None and (state["best_score"] is None or score > state["best_score"])
         if improved and self.p.split.trusted:
-            state.update(best_score=float(score), best_step=state["step"], best_metrics={k: record.get(k) for k in METRIC_KEYS})
+            state.update(best_score=float(score), best_step=state["step"], best_metrics={k: record.get(k) for k in METRIC_KEYS},
+                         best_calibration=record.get("calibration"))
         if self.dist.main:
             if improved and self.p.split.trusted:
                 self.save_best(state)
@@ -344,7 +366,8 @@ class Trainer:
 
     def keep_final(self, state: dict) -> None:
         record = state["history"][-1] if state["history"] else {}
-        state.update(best_score=record.get(self.score_key), best_step=state["step"], best_metrics={k: record.get(k) for k in METRIC_KEYS})
+        state.update(best_score=record.get(self.score_key), best_step=state["step"], best_metrics={k: record.get(k) for k in METRIC_KEYS},
+                     best_calibration=record.get("calibration"))
         if self.dist.main:
             self.save_best(state)
             self.save_last(state)
@@ -365,6 +388,7 @@ class Trainer:
                    for i, r, c, h, w in p.split.val]
         return {"run_dir": str(run), "best": str(run / "best"), "last": str(run / "last"), "best_metrics": state["best_metrics"],
                 "best_step": state["best_step"], "best_epoch": state["best_step"], "rule": state["rule"], "score": self.score_key,
+                "calibration": state.get("best_calibration"),
                 "steps": p.schedule.total, "seconds": round(seconds, 1), **chips_summary(p),
                 "val_windows": regions if p.config.before else []}
 

@@ -86,6 +86,13 @@ def test_tiny_model_learns_the_change(tmp_path):
     assert card.num_classes == 2 and card.extra["rule"] in ("best validation", "last (moving average)")
     assert card.extra["pixel_size"] == 1.0 and card.extra["crs"]  # the ground resolution trained at (the dock reads it)
     assert card.normalization["convention"] == "imagenet-8bit"
+    # the change decision calibrated on the validation of the kept model, what predict applies
+    from engine.training.calibrate import GRID
+
+    cal = card.extra["calibration"]
+    assert set(cal) >= {"threshold", "score", "default_score", "reason"} and result["calibration"] == cal
+    assert cal["score"] >= cal["default_score"] and "calibration" in hist[-1]
+    assert (cal["threshold"] is None and "threshold" not in card.extra) or (cal["threshold"] in GRID and card.extra["threshold"] == cal["threshold"])
     with rasterio.open(scene["before"]) as b, rasterio.open(scene["after"]) as a:
         xb, xa = b.read(window=((0, 128), (0, 128))).astype(np.float32), a.read(window=((0, 128), (0, 128))).astype(np.float32)
     mean, std = np.array(card.mean)[:, None, None], np.array(card.std)[:, None, None]
@@ -274,12 +281,33 @@ def test_cli_bad_input_exit_code(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_no_calibrate_keeps_the_most_probable_class(tmp_path, monkeypatch):
+    from engine.checkpoint import read_card
+
+    scene = make_scene(tmp_path / "scene", size=96)
+    result = train(tiny(scene, tmp_path / "run", steps=8, val_every=8, calibrate=False))
+    card = read_card(tmp_path / "run" / "best")
+    assert "threshold" not in card.extra and "calibration" not in card.extra and result["calibration"] is None
+    assert all("calibration" not in h for h in history(tmp_path / "run"))
+    # the command line's flag reaches the configuration (the dock and Processing pass it as a flag)
+    import engine.training as training
+    from engine.cli import build_parser
+    from engine.commands import train as train_command
+
+    captured = []
+    monkeypatch.setattr(training, "train", lambda config, progress: captured.append(config) or {})
+    for argv, want in ((["--no-calibrate"], False), ([], True)):
+        train_command.run(build_parser().parse_args(["train", "--dataset", "d", "--out", "o", *argv]), None)
+        assert captured[-1].calibrate is want
+
+
 def test_help_documents_the_kept_model_rule():
     r = subprocess.run([sys.executable, "-m", "engine", "train", "--help"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0
     text = " ".join(r.stdout.split())
     assert "moving average of the weights" in text and "best-scoring one over the validations" in text
     assert "--init-from" in text and "--text-mode" in text and "--drop-elements" in text
+    assert "change threshold is calibrated on the validation area" in text and "--no-calibrate" in text
 
 
 def test_train_demo_on_the_demo_scene(tmp_path):
