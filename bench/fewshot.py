@@ -11,7 +11,9 @@ it with exactly ``python -m engine train --dataset DIR --preset P --label-map M 
 --seed S --out RUN`` (plus any extra arguments), then ``python -m engine predict --before
 A --after B --model RUN --out pred.tif --device cpu`` runs on every unseen pair, and change
 F1 / precision / recall / IoU are computed from class 1 of band 1 (binary) or SeK / mIoU
-over all classes (``--num-classes`` > 2). Prints one line per run and mean +- sd.
+over all classes (``--num-classes`` > 2). Two-class runs are also scored at ``--threshold 0.5`` (the
+most probable class) beside the model card's calibrated threshold, which is recorded. Prints one
+line per run and mean +- sd.
 """
 
 from __future__ import annotations
@@ -96,23 +98,23 @@ def run_one(root: Path, train_names: list[str], test_names: list[str], seed: int
     run = work / "run"
     t_train = engine("train", "--dataset", str(ds), "--preset", args.preset, "--label-map", args.label_map, "--device", "cpu",
                      "--seed", str(seed), "--out", str(run), *extra)
-    preds, truths = [], []
     mapping = parse_label_map(args.label_map)
-    for n in test_names:
-        out = work / f"pred-{n}.tif"
-        engine("predict", "--before", str(file_of(root / "A", n)), "--after", str(file_of(root / "B", n)), "--model", str(run),
-               "--out", str(out), "--device", "cpu")
-        preds.append(read(out))
-        truths.append(map_label(read(file_of(root / "label", n)), mapping))
+    truths = [map_label(read(file_of(root / "label", n)), mapping) for n in test_names]
+
+    def predicted(tag: str, *options: str) -> list[np.ndarray]:
+        """Class band 1 of ``predict`` on every unseen pair (the issue's command, plus ``options``)."""
+        out = []
+        for n in test_names:
+            path = work / f"pred{tag}-{n}.tif"
+            engine("predict", "--before", str(file_of(root / "A", n)), "--after", str(file_of(root / "B", n)), "--model", str(run),
+                   "--out", str(path), "--device", "cpu", *options)
+            out.append(read(path))
+        return out
+
+    preds = predicted("")
     res = scores(preds, truths, args.num_classes)
     if args.num_classes == 2:  # the same model at the most probable class (what the calibrated threshold replaces)
-        plain = []
-        for n in test_names:
-            out = work / f"pred05-{n}.tif"
-            engine("predict", "--before", str(file_of(root / "A", n)), "--after", str(file_of(root / "B", n)), "--model", str(run),
-                   "--out", str(out), "--device", "cpu", "--threshold", "0.5")
-            plain.append(read(out))
-        res["at_0.5"] = {k: v for k, v in scores(plain, truths, 2).items() if k in ("F1", "Precision", "Recall")}
+        res["at_0.5"] = {k: v for k, v in scores(predicted("05", "--threshold", "0.5"), truths, 2).items() if k in ("F1", "Precision", "Recall")}
     res["train_s"] = round(t_train, 1)
     res["changed_share"] = float(np.mean([(p == 1).mean() for p in preds]))
     card = json.loads((run / "best" / "card.json").read_text())

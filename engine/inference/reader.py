@@ -144,6 +144,7 @@ class ChipReader:
         self.batches = [list(chips[k : k + batch_size]) for k in range(0, len(chips), batch_size)]
         self.mean, self.inv_std = plan.mean[:, None, None], (1.0 / plan.std)[:, None, None].astype(np.float32)
         self.prefetch = max(prefetch, threads)
+        self._lut: np.ndarray | None = None  # normalised value of every integer value (8/16-bit pairs)
         self._tasks: queue.Queue = queue.Queue()
         self._done: dict[int, Any] = {}
         self._cond = threading.Condition()
@@ -231,7 +232,7 @@ class ChipReader:
         bits = getattr(pair, "lookup_bits", None)
         if not bits:
             return None
-        if getattr(self, "_lut", None) is None or self._lut.shape[1] != 2**bits:
+        if self._lut is None or self._lut.shape[1] != 2**bits:
             values = np.arange(2**bits, dtype=np.float32)[None]
             self._lut = ((values - self.mean[:, 0]) * self.inv_std[:, 0]).astype(np.float32)
         return self._lut

@@ -28,7 +28,7 @@ def test_chips_are_normalised_the_same_whatever_the_data_type(tmp_path, dtype, t
     finally:
         reader.close()
     # integer imagery goes through the lookup table, float imagery through arithmetic
-    assert (getattr(reader, "_lut", None) is not None) == (np.dtype(dtype).kind == "u")
+    assert (reader._lut is not None) == (np.dtype(dtype).kind == "u")
     got = [(ij, bb, aa, vv) for batch in batches for ij, bb, aa, vv in zip(batch.chips, batch.before, batch.after, batch.valid)]
     assert [g[0] for g in got] == chips
     pad = 64  # chips of the grid hang over the raster's edges: pixels out there are invalid

@@ -308,6 +308,9 @@ def test_help_documents_the_kept_model_rule():
     assert "moving average of the weights" in text and "best-scoring one over the validations" in text
     assert "--init-from" in text and "--text-mode" in text and "--drop-elements" in text
     assert "change threshold is calibrated on the validation area" in text and "--no-calibrate" in text
+    from engine.training.calibrate import GRID, MARGIN, MIN_CHANGED  # the help states calibrate.py's own rules
+
+    assert f"t in {GRID[0]:.2f}..{GRID[-1]:.2f}" in text and f"by {MARGIN:g} in F1" in text and f"{MIN_CHANGED}+ changed pixels" in text
 
 
 def test_train_demo_on_the_demo_scene(tmp_path):
