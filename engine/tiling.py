@@ -223,8 +223,25 @@ def _classify(acc: np.ndarray, threshold: float | None) -> tuple[np.ndarray, np.
     return np.where(changed, idx + 1, 0), np.where(changed, best, acc[0])
 
 
+_CONFIDENCE: np.ndarray | None = None
+
+
+def _confidence_table() -> np.ndarray:
+    """Percent confidence of every unweighted fixed-point probability ``0..PROB_SCALE``, uint8.
+
+    The same float arithmetic as :func:`finalize` with a weight sum of 1, value by value,
+    so a table lookup gives bitwise the same result (a cell covered by one chip: most of
+    the pixels of a scene at the default overlap).
+    """
+    global _CONFIDENCE
+    if _CONFIDENCE is None:
+        p = np.arange(PROB_SCALE + 1, dtype=np.float64)
+        _CONFIDENCE = np.clip(np.rint(100.0 * p / PROB_SCALE), 0, 100).astype(np.uint8)
+    return _CONFIDENCE
+
+
 def finalize(acc: np.ndarray | None, wsum: np.ndarray | None, shape: tuple[int, int],
-             threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+             threshold: float | None = None, single: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Turn accumulated fixed-point probabilities into class and confidence.
 
     Args:
@@ -233,6 +250,8 @@ def finalize(acc: np.ndarray | None, wsum: np.ndarray | None, shape: tuple[int, 
         wsum: ``(h, w)`` int32 sums of weights (0 where no valid prediction).
         shape: ``(h, w)``, used when ``acc`` is None.
         threshold: change threshold, see :func:`classify` (None = most probable class).
+        single: ``acc`` holds unweighted probabilities and ``wsum`` is 0 or 1 (a cell
+            covered by one chip): the confidence is a table lookup.
 
     Returns:
         ``(classes, confidence)``, both ``(h, w)`` uint8: class id (255 = nodata) and
@@ -242,8 +261,11 @@ def finalize(acc: np.ndarray | None, wsum: np.ndarray | None, shape: tuple[int, 
         return np.full(shape, NODATA, np.uint8), np.full(shape, NODATA, np.uint8)
     ids, best = _classify(acc, threshold)
     cls = ids.astype(np.uint8)
-    best = best.astype(np.float64)
     ok = wsum > 0
+    if single:
+        conf = np.where(ok, _confidence_table()[best], NODATA).astype(np.uint8)
+        return np.where(ok, cls, NODATA).astype(np.uint8), conf
+    best = best.astype(np.float64)
     # whole arrays, no masked indexing: the same arithmetic where ok, 255 elsewhere
     pct = np.rint(100.0 * best / (np.maximum(wsum, 1).astype(np.float64) * PROB_SCALE))
     conf = np.where(ok, np.clip(pct, 0, 100), NODATA).astype(np.uint8)
@@ -394,7 +416,7 @@ class StreamingBlender:
         if cell.partial:
             self._partials[(ci, cj)] = (cell.acc, cell.wsum)
         elif cell.acc is not None:
-            cls, conf = finalize(cell.acc, cell.wsum, cell.wsum.shape, self.threshold)
+            cls, conf = finalize(cell.acc, cell.wsum, cell.wsum.shape, self.threshold, single=cell.single)
             rc, rf = self._row_buffers(ci)
             c, d = self._cedges[cj], self._cedges[cj + 1]
             rc[:, c:d] = cls

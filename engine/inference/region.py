@@ -141,7 +141,8 @@ class ValueCheck:
 def check_values(pair, win, card, progress) -> None:
     """Check a few windows of both dates against the model's training values.
 
-    Reads up to 9 windows of 256 px spread over ``win`` (the output region) and runs
+    Reads up to 9 windows of 256 px spread over ``win`` (the output region; starts on
+    *before*'s tile borders, see :func:`~engine.normalization.sample_windows`) and runs
     :func:`engine.normalization.check_input` on each date; warnings go to
     ``progress.log``, an :class:`InputError` (meaningless result) propagates.
     """
@@ -151,7 +152,9 @@ def check_values(pair, win, card, progress) -> None:
 
     norm = normalization_of(card)
     c0, r0 = int(win.col_off), int(win.row_off)
-    reads = [read_window(pair, Window(c0 + c, r0 + r, w, h)) for c, r, w, h in sample_windows(int(win.width), int(win.height))]
+    bh, bw = pair.before.block_shapes[0]
+    windows = sample_windows(int(win.width), int(win.height), blocks=(bw, bh, c0, r0))
+    reads = [read_window(pair, Window(c0 + c, r0 + r, w, h)) for c, r, w, h in windows]
     valid = np.concatenate([v.reshape(-1) for _, _, v in reads])
     for k, (path, ds) in enumerate(((pair.before_path, pair.before), (pair.after_path, pair.after))):
         sample = np.concatenate([r[k].reshape(r[k].shape[0], -1) for r in reads], axis=1)

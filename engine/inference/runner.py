@@ -155,6 +155,12 @@ class OnnxRunner:
         # no busy-waiting between calls: the reader thread and the blending share the cores
         # (measured on 2 cores: 5-10 % more throughput, bare and in the pipeline)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # no memory pattern: with it, ONNX Runtime traces the first run and pre-allocates the
+        # traced pattern on the second, so the first two runs of every session (every
+        # prediction) took 1.0 and 0.9 s against 0.35 s for two 544 px chips on one thread;
+        # without it the first run takes 0.42 s and the steady speed is the same (measured on 2
+        # cores, bench/runtime_speed.py)
+        options.enable_mem_pattern = False
         options.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

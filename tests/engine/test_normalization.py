@@ -236,6 +236,21 @@ def test_sample_windows_spread_over_the_area():
     assert len(sample_windows(300, 100)) == 3
 
 
+def test_sample_windows_start_on_tile_borders():
+    # a 2048 px area of a raster tiled in 256 px blocks: each window is exactly one tile
+    wins = sample_windows(2048, 2048, blocks=(256, 256, 0, 0))
+    assert len(wins) == 9
+    assert all(c % 256 == 0 and r % 256 == 0 and w == h == 256 for c, r, w, h in wins)
+    assert {c for c, _, _, _ in wins} == {0, 768, 1792}  # still spread: first, middle, last tile
+    # an area starting at col 100, row 300 of the raster: the borders are at raster multiples of 256
+    wins = sample_windows(1000, 600, blocks=(256, 256, 100, 300))
+    assert all((100 + c) % 256 == 0 or c == 0 for c, _, _, _ in wins)
+    assert all((300 + r) % 256 == 0 or r == 0 for _, r, _, _ in wins)
+    assert all(0 <= c <= 1000 - 256 and 0 <= r <= 600 - 256 for c, r, _, _ in wins)
+    # strips (one row per block, the whole width): nothing to align, the same spread
+    assert sample_windows(1000, 600, blocks=(1000, 1, 0, 0)) == sample_windows(1000, 600)
+
+
 def test_module_does_not_import_torch():
     code = "import sys, engine.normalization; assert 'torch' not in sys.modules and 'rasterio' not in sys.modules"
     root = Path(__file__).resolve().parents[2]

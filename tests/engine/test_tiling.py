@@ -11,6 +11,7 @@ from engine.tiling import (
     blend_weights,
     caption_grid,
     chip_grid,
+    finalize,
     merge_partials,
     ramp,
     shard_rows,
@@ -197,3 +198,20 @@ def test_shard_rows_and_caption_grid():
     wins = caption_grid(100, 70, 32)
     area = sum(w.height * w.width for w in wins)
     assert area == 100 * 70 and wins[-1].height == 4 and wins[-1].width == 6
+
+
+@pytest.mark.parametrize("threshold", [None, 0.3])
+def test_single_chip_confidence_table_is_the_float_arithmetic(threshold):
+    # cells covered by one chip take their confidence from a table: bitwise what the
+    # weighted float path gives with a weight sum of 1, nodata where the weight is 0
+    rng = np.random.default_rng(3)
+    for k in (2, 4):
+        acc = rng.integers(0, PROB_SCALE + 1, (k, 40, 50)).astype(np.int32)
+        acc[:, 5, 5] = PROB_SCALE  # the ends of the table
+        acc[:, 6, 6] = 0
+        wsum = (rng.random((40, 50)) > 0.1).astype(np.int32)
+        fast = finalize(acc, wsum, wsum.shape, threshold, single=True)
+        slow = finalize(acc, wsum, wsum.shape, threshold)
+        np.testing.assert_array_equal(fast[0], slow[0])
+        np.testing.assert_array_equal(fast[1], slow[1])
+        assert (fast[1][wsum == 0] == NODATA).all() and fast[1][wsum == 1].max() <= 100
