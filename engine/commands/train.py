@@ -19,8 +19,10 @@ when the validation holds enough data (3+ regions, 2 x chip^2 labelled px, 1000 
 otherwise the one at the end of training -- the log says which rule applied.
 Its change threshold is calibrated on the validation area (with 1000+ changed pixels):
 "changed when 1 - P(no change) >= t" for t in 0.10..0.50, kept in the model card when it
-beats the most probable class by 0.005 in F1 (two classes) or SeK; predict --threshold
-overrides it, --no-calibrate keeps the most probable class.
+beats the most probable class by 0.005 in F1 (two classes) or SeK, and by as much the
+trivial decision of every pixel changed (a model no better than chance is not pushed to
+call a whole image change); predict --threshold overrides it, --no-calibrate keeps the
+most probable class.
 
 Normalisation: 8-bit imagery uses the backbone's ImageNet convention; 16-bit and float
 imagery use per-band statistics measured on the training crops. Both are stored in the

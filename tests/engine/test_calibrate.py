@@ -83,3 +83,27 @@ def test_multiclass_calibration_scores_sek():
     out = calibrate(hist, cm.matrix, "SeK")
     assert out["threshold"] is not None and out["threshold"] <= 0.45
     assert out["score"] > out["default_score"]
+
+
+def test_a_model_no_better_than_chance_is_not_calibrated_into_calling_everything_changed():
+    # few-shot xBD: damage grades swapped against the truth, validation SeK < 0 at the most
+    # probable class; lower thresholds creep towards "every pixel damaged", whose SeK is ~0
+    rng = np.random.default_rng(3)
+    y = rng.choice([0, 1, 2], size=(4, 64, 64), p=[0.8, 0.1, 0.1])
+    p = np.zeros((4, 3, 64, 64))
+    p[:, 0] = np.where(y > 0, 0.3 + 0.4 * rng.random(y.shape), 0.45 + 0.55 * rng.random(y.shape))  # unsure on change
+    wrong = np.where(y == 1, 2, 1)  # the change class it leans to is the other grade
+    for c in (1, 2):
+        p[:, c] = np.where(wrong == c, 0.8, 0.2) * (1 - p[:, 0])
+    hist = ThresholdHistogram(3)
+    hist.update(p, y)
+    cm = ConfusionMatrix(3)
+    cm.update(p.argmax(1), y)
+    default = scores_from_matrix(cm.matrix)["SeK"]
+    trivial = scores_from_matrix(hist.matrix_at(0.0))["SeK"]
+    # the degenerate win the guard is for: a grid threshold beats the most probable class...
+    assert default < 0 and max(scores_from_matrix(hist.matrix_at(t))["SeK"] for t in GRID) > default + 0.01
+    out = calibrate(hist, cm.matrix, "SeK")
+    # ...but none beats "all changed", so the most probable class is kept and the log says why
+    assert out["threshold"] is None and out["score"] == default
+    assert out["trivial_score"] == trivial and "every pixel changed" in out["reason"]

@@ -311,6 +311,7 @@ def test_help_documents_the_kept_model_rule():
     from engine.training.calibrate import GRID, MARGIN, MIN_CHANGED  # the help states calibrate.py's own rules
 
     assert f"t in {GRID[0]:.2f}..{GRID[-1]:.2f}" in text and f"by {MARGIN:g} in F1" in text and f"{MIN_CHANGED}+ changed pixels" in text
+    assert "trivial decision of every pixel changed" in text
 
 
 def test_train_demo_on_the_demo_scene(tmp_path):
