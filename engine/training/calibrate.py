@@ -22,9 +22,9 @@ changed (:meth:`ThresholdHistogram.matrix_at` 0), by the same margin: where the 
 change classes agree with the truth no better than chance (few-shot xBD damage grades:
 validation SeK < 0 at the most probable class, and about 0 for "all damaged"), a low
 threshold otherwise wins by marking the whole unseen image as change (measured: 100 % of
-an unseen xBD quadrant at thresholds 0.15 and 0.25). The threshold goes into the model card (``extra["threshold"]``), where
-``predict`` reads it (``predict --threshold`` overrides it); ``train --no-calibrate``
-keeps the most probable class.
+an unseen xBD quadrant at thresholds 0.15 and 0.25). The threshold goes into the model
+card (``extra["threshold"]``), where ``predict`` reads it (``predict --threshold``
+overrides it); ``train --no-calibrate`` keeps the most probable class.
 """
 
 from __future__ import annotations

@@ -10,13 +10,17 @@ def _probs(pc: np.ndarray) -> np.ndarray:
     return np.stack([1 - pc, pc], 1)
 
 
-def _case(pc: np.ndarray, y: np.ndarray):
-    probs = _probs(pc)
-    hist = ThresholdHistogram(2)
+def _histogram_and_matrix(probs: np.ndarray, y: np.ndarray):
+    """The validation's histogram and most-probable-class confusion matrix for ``(B, K, H, W)`` probabilities."""
+    hist = ThresholdHistogram(probs.shape[1])
     hist.update(probs, y)
-    cm = ConfusionMatrix(2)
+    cm = ConfusionMatrix(probs.shape[1])
     cm.update(probs.argmax(1), y)
     return hist, cm.matrix
+
+
+def _case(pc: np.ndarray, y: np.ndarray):
+    return _histogram_and_matrix(_probs(pc), y)
 
 
 def test_the_histogram_reproduces_the_decisions_it_stands_for():
@@ -76,11 +80,8 @@ def test_multiclass_calibration_scores_sek():
     p[:, 0] = np.where(y > 0, 0.55, 0.9)  # changed pixels still look unchanged to the argmax
     p[:, 1] = np.where(y == 1, 0.3, 0.05)
     p[:, 2] = 1 - p[:, 0] - p[:, 1]
-    hist = ThresholdHistogram(3)
-    hist.update(p, y)
-    cm = ConfusionMatrix(3)
-    cm.update(p.argmax(1), y)
-    out = calibrate(hist, cm.matrix, "SeK")
+    hist, matrix = _histogram_and_matrix(p, y)
+    out = calibrate(hist, matrix, "SeK")
     assert out["threshold"] is not None and out["threshold"] <= 0.45
     assert out["score"] > out["default_score"]
 
@@ -95,15 +96,12 @@ def test_a_model_no_better_than_chance_is_not_calibrated_into_calling_everything
     wrong = np.where(y == 1, 2, 1)  # the change class it leans to is the other grade
     for c in (1, 2):
         p[:, c] = np.where(wrong == c, 0.8, 0.2) * (1 - p[:, 0])
-    hist = ThresholdHistogram(3)
-    hist.update(p, y)
-    cm = ConfusionMatrix(3)
-    cm.update(p.argmax(1), y)
-    default = scores_from_matrix(cm.matrix)["SeK"]
+    hist, matrix = _histogram_and_matrix(p, y)
+    default = scores_from_matrix(matrix)["SeK"]
     trivial = scores_from_matrix(hist.matrix_at(0.0))["SeK"]
     # the degenerate win the guard is for: a grid threshold beats the most probable class...
     assert default < 0 and max(scores_from_matrix(hist.matrix_at(t))["SeK"] for t in GRID) > default + 0.01
-    out = calibrate(hist, cm.matrix, "SeK")
+    out = calibrate(hist, matrix, "SeK")
     # ...but none beats "all changed", so the most probable class is kept and the log says why
     assert out["threshold"] is None and out["score"] == default
     assert out["trivial_score"] == trivial and "every pixel changed" in out["reason"]
