@@ -134,8 +134,8 @@ class RasterPair:
             dtypes = {np.dtype(d) for d in (*self.before.dtypes, *self.after.dtypes)}
             self._floating = any(d.kind == "f" for d in dtypes)
             #: 8 or 16 when both dates hold unsigned integers of at most that many bits (what
-            #: ``read(raw=True)`` returns, for a lookup-table normalisation), else None
-            self.lookup_bits = (8 if dtypes <= {np.dtype(np.uint8)} else 16) if dtypes <= {np.dtype(np.uint8), np.dtype(np.uint16)} else None
+            #: ``read(raw=True)`` returns: prediction normalises the integers itself), else None
+            self.integer_bits = (8 if dtypes <= {np.dtype(np.uint8)} else 16) if dtypes <= {np.dtype(np.uint8), np.dtype(np.uint16)} else None
         except BaseException:
             self.close()
             raise
@@ -216,15 +216,15 @@ class RasterPair:
 
         Args:
             window: any window on *before*'s grid; parts outside the raster are allowed.
-            raw: return the values as ``uint16`` when :attr:`lookup_bits` is 16, ``uint8``
-                when it is 8 (no float conversion; prediction normalises them with a lookup
-                table); ignored when it is None.
+            raw: return the values as ``uint16`` when :attr:`integer_bits` is 16, ``uint8``
+                when it is 8 (no float conversion by GDAL: prediction casts while it
+                normalises); ignored when it is None.
 
         Returns:
             ``(before (C, h, w) float32, after (C, h, w) float32, valid (h, w) bool)``; pixels
             outside either raster or nodata in either are ``valid == False`` and 0 in both arrays.
         """
-        dtype = np.dtype(np.uint8 if self.lookup_bits == 8 else np.uint16) if raw and self.lookup_bits else np.dtype(np.float32)
+        dtype = np.dtype(np.uint8 if self.integer_bits == 8 else np.uint16) if raw and self.integer_bits else np.dtype(np.float32)
         w, h = int(round(window.width)), int(round(window.height))
         inner, sl = _clip_window(window, self.width, self.height)
         if inner is None:

@@ -5,9 +5,9 @@
 
 - EfficientNet-Lite0: ONNX Runtime fp32 2.9-4.7x PyTorch fp32 (2.20 vs 0.73 MP/s on a
   quiet machine), 100 % class agreement -> ONNX Runtime;
-- DINOv3-S/16: ONNX Runtime 0.95-1.15x, its int8 model ~1.0x, OpenVINO 1.2-1.3x PyTorch
-  (0.21 MP/s; attention with RoPE is not fused) -> PyTorch, which needs no export (30-60 s
-  once) and no cached copy of the weights.
+- DINOv3-S/16: ONNX Runtime 0.95-1.15x on three of four CPUs (1.6x on one), its int8
+  model 0.95-1.0x, OpenVINO 1.15-2.2x PyTorch (0.10-0.24 MP/s; attention with RoPE is not
+  fused) -> PyTorch, which needs no export (30-60 s once) and no cached copy of the weights.
 
 So: ONNX Runtime fp32 on the CPU for the backbones in :data:`ONNX_FASTER` when
 ``onnxruntime`` is installed and the model comes from a checkpoint (the export is cached

@@ -71,6 +71,7 @@ class TorchRunner:
     """
 
     name = "torch"
+    streams = 1  # one forward pass at a time (a GPU, or PyTorch's own threads on the CPU)
 
     def __init__(self, model, device, batch_size: int, amp: bool = True) -> None:
         import torch
@@ -130,11 +131,13 @@ def usable_cores() -> int:
 class OnnxRunner:
     """Runs an exported model with ONNX Runtime on the CPU.
 
-    A batch is split into ``streams`` parts run at the same time on one session (its
-    ``run`` is thread-safe), each with ``threads // streams`` intra-op threads: on 2 cores,
-    two single-threaded runs gave 6-10 % more than one run on two threads (no barrier
-    between the threads of each operator), and they share the cores more smoothly with
-    the reading and blending threads.
+    The session runs ``streams`` batches at the same time (its ``run`` is thread-safe),
+    each with ``threads // streams`` intra-op threads: on 2 cores, two single-threaded runs
+    gave 6-10 % more than one run on two threads (no barrier between the threads of each
+    operator), and they share the cores more smoothly with the reading and blending
+    threads. A call splits its batch into ``streams`` parts; a prediction instead runs
+    whole batches side by side with :meth:`run_one` (no barrier at the end of each batch,
+    see :func:`engine.inference.predict._stream`).
 
     Args:
         path: the ``.onnx`` file (inputs ``before``/``after``, output ``probs`` int32).
@@ -179,7 +182,9 @@ class OnnxRunner:
     def describe(self) -> str:
         return f"ONNX Runtime {self.ort_version} on the CPU, {self.precision}"
 
-    def _run(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    def run_one(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """One stream's run of a whole batch in the calling thread (``streams`` callers may
+        run at once)."""
         feed = {"before": np.ascontiguousarray(before, np.float32), "after": np.ascontiguousarray(after, np.float32)}
         return self.session.run(["probs"], feed)[0]
 
@@ -190,9 +195,9 @@ class OnnxRunner:
             step = self.batch_size
             return np.concatenate([self(before[k : k + step], after[k : k + step], log_fn) for k in range(0, n, step)])
         if self._pool is None or n == 1:
-            return self._run(before, after)
+            return self.run_one(before, after)
         parts = np.array_split(np.arange(n), min(self.streams, n))
-        futures = [self._pool.submit(self._run, before[p[0] : p[-1] + 1], after[p[0] : p[-1] + 1]) for p in parts]
+        futures = [self._pool.submit(self.run_one, before[p[0] : p[-1] + 1], after[p[0] : p[-1] + 1]) for p in parts]
         return np.concatenate([f.result() for f in futures])
 
     def close(self) -> None:

@@ -162,6 +162,23 @@ def test_onnx_is_exported_once_cached_by_weights_hash_and_agrees_with_torch(pair
     two.close()
 
 
+def test_onnx_lanes_run_whole_batches_side_by_side_with_the_same_result(pair, tmp_path, tiny_checkpoint, monkeypatch):  # noqa: F811
+    # two ONNX Runtime streams run whole batches at once (no barrier at each batch's end):
+    # the raster is bit for bit the one a single stream writes, chips in grid order
+    from engine.inference.predict import _covered
+
+    common = dict(model=str(tiny_checkpoint), device="cpu", runtime="onnx", batch_size=2)  # 12 chips of 32 px: 6 batches
+    results = {}
+    for lanes in (1, 2):
+        monkeypatch.setenv("OMP_NUM_THREADS", str(lanes))
+        results[lanes] = run(pair, tmp_path / f"lanes{lanes}.tif", **common)
+    assert results[2]["chips"] == 12
+    with rasterio.open(tmp_path / "lanes1.tif") as one, rasterio.open(tmp_path / "lanes2.tif") as two:
+        np.testing.assert_array_equal(one.read(), two.read())
+    assert 0 < results[2]["model_seconds"] <= results[2]["seconds"]
+    assert _covered([(0.0, 1.0), (0.5, 2.0), (3.0, 4.0), (3.2, 3.5)]) == 3.0  # the model's time: overlaps counted once
+
+
 def test_int8_runs_or_falls_back_to_fp32_saying_why(pair, tmp_path, tiny_checkpoint):  # noqa: F811
     events = []
     result = run(pair, tmp_path / "q.tif", None, None, model=str(tiny_checkpoint), device="cpu", chip=None, overlap=32,

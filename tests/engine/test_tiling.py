@@ -7,10 +7,12 @@ from engine.errors import InputError
 from engine.tiling import (
     NODATA,
     PROB_SCALE,
+    WEIGHT_SCALE,
     StreamingBlender,
     blend_weights,
     caption_grid,
     chip_grid,
+    classify,
     finalize,
     merge_partials,
     ramp,
@@ -215,3 +217,20 @@ def test_single_chip_confidence_table_is_the_float_arithmetic(threshold):
         np.testing.assert_array_equal(fast[0], slow[0])
         np.testing.assert_array_equal(fast[1], slow[1])
         assert (fast[1][wsum == 0] == NODATA).all() and fast[1][wsum == 1].max() <= 100
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.1, 0.37, 0.5, 1.0])
+def test_binary_threshold_decides_as_the_general_path(threshold):
+    # two classes take a shortcut (class 1's share); a third class that is never probable
+    # sends the same sums through the general path: same classes and confidences
+    rng = np.random.default_rng(7)
+    acc = rng.integers(0, 4 * PROB_SCALE * WEIGHT_SCALE // 2, (2, 60, 70)).astype(np.int32)
+    acc[:, :4] = 1000  # ties: P(change) is exactly 0.5
+    acc[0, 4:8], acc[1, 8:12] = 0, 0  # certain either way
+    wsum = rng.integers(0, 4 * WEIGHT_SCALE, (60, 70)).astype(np.int32)
+    three = np.concatenate([acc, np.zeros((1, 60, 70), np.int32)])
+    for got, want in zip(finalize(acc, wsum, wsum.shape, threshold), finalize(three, wsum, wsum.shape, threshold)):
+        np.testing.assert_array_equal(got, want)
+    cls = classify(acc, threshold)
+    assert (cls[:4] == (1 if threshold <= 0.5 else 0)).all()  # a tie at 0.5 counts as change
+    assert (cls[4:8] == 1).all() and (cls[8:12] == (1 if threshold == 0 else 0)).all()
