@@ -71,7 +71,16 @@ class Window:
 
 
 def _axis_starts(size: int, chip: int, overlap: int, shift: int) -> list[int]:
-    """Chip start offsets along one axis (first one <= 0) covering ``[0, size)``."""
+    """Chip start offsets along one axis (first one <= 0) covering ``[0, size)``.
+
+    An axis that one chip covers is one chip at 0 (unless shifted): the overlap hangs the
+    first chip half an overlap over the edge, which on a raster no larger than the chip
+    made 2 chips per axis, each seeing padding where the raster has pixels (4x the model
+    time on a small pair, and held-out change F1 of the same models 0.526 vs 0.578 on
+    DSIFN-CD pairs of 256 px, 0.516 vs 0.585 on LEVIR-CD).
+    """
+    if size <= chip and shift == 0:
+        return [0]
     stride = chip - overlap
     origin = -(overlap // 2) - shift
     n = max(1, math.ceil((size - origin - chip) / stride) + 1)

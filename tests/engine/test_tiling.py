@@ -234,3 +234,14 @@ def test_binary_threshold_decides_as_the_general_path(threshold):
     cls = classify(acc, threshold)
     assert (cls[:4] == (1 if threshold <= 0.5 else 0)).all()  # a tie at 0.5 counts as change
     assert (cls[4:8] == 1).all() and (cls[8:12] == (1 if threshold == 0 else 0)).all()
+
+
+def test_a_raster_no_larger_than_the_chip_is_one_chip_without_padding():
+    # the overlap hangs the first chip over the edge; where one chip covers an axis that
+    # made two chips, both seeing padding instead of the raster's own pixels
+    grid = chip_grid(256, 256, 256, 32)
+    assert grid.row_starts == grid.col_starts == (0,)
+    tall = chip_grid(300, 200, 320, 32)  # a chip larger than the raster: padded at the far edge only
+    assert tall.row_starts == tall.col_starts == (0,)
+    assert chip_grid(256, 257, 256, 32).col_starts[0] == -16  # larger than the chip: the usual grid
+    assert chip_grid(256, 256, 256, 32, shift=8).row_starts[0] < 0  # a shifted grid stays shifted
