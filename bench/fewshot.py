@@ -12,8 +12,8 @@ it with exactly ``python -m engine train --dataset DIR --preset P --label-map M 
 A --after B --model RUN --out pred.tif --device cpu`` runs on every unseen pair, and change
 F1 / precision / recall / IoU are computed from class 1 of band 1 (binary) or SeK / mIoU
 over all classes (``--num-classes`` > 2). Two-class runs are also scored at ``--threshold 0.5`` (the
-most probable class) beside the model card's calibrated threshold, which is recorded. Prints one
-line per run and mean +- sd.
+most probable class) beside the model card's calibrated threshold, which is recorded; with
+``--tta`` also with ``predict --tta flips``. Prints one line per run and mean +- sd.
 """
 
 from __future__ import annotations
@@ -115,6 +115,9 @@ def run_one(root: Path, train_names: list[str], test_names: list[str], seed: int
     res = scores(preds, truths, args.num_classes)
     if args.num_classes == 2:  # the same model at the most probable class (what the calibrated threshold replaces)
         res["at_0.5"] = {k: v for k, v in scores(predicted("05", "--threshold", "0.5"), truths, 2).items() if k in ("F1", "Precision", "Recall")}
+    if args.tta:  # the same model with test-time augmentation (predict --tta flips)
+        tta = scores(predicted("tta", "--tta", "flips"), truths, args.num_classes)
+        res["tta_flips"] = {k: v for k, v in tta.items() if k in ("F1", "Precision", "Recall", "SeK", "mIoU")}
     res["train_s"] = round(t_train, 1)
     res["changed_share"] = float(np.mean([(p == 1).mean() for p in preds]))
     card = json.loads((run / "best" / "card.json").read_text())
@@ -132,6 +135,7 @@ def main(argv=None) -> None:
     ap.add_argument("--label-map", default="255:1")
     ap.add_argument("--num-classes", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write the runs as JSON here")
+    ap.add_argument("--tta", action="store_true", help="also score the same models with predict --tta flips")
     args, extra = ap.parse_known_args(argv)
     extra = [e for e in extra if e != "--"]
     names = pairs(args.dataset)
@@ -155,6 +159,10 @@ def main(argv=None) -> None:
         v = np.array([r["at_0.5"]["F1"] for r in runs])
         print(f"  F1 at the most probable class (threshold 0.5, same models) {v.mean():.3f} +- {v.std(ddof=1) if len(v) > 1 else 0:.3f}; "
               f"thresholds {[r.get('threshold') for r in runs]}")
+    if all("tta_flips" in r for r in runs):
+        for k in keys:
+            v = np.array([r["tta_flips"][k] for r in runs])
+            print(f"  {k:9s} with --tta flips (same models) {v.mean():.3f} +- {v.std(ddof=1) if len(v) > 1 else 0:.3f}")
     print(f"  train time {np.mean([r['train_s'] for r in runs]):.0f} s per run")
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1))

@@ -366,7 +366,7 @@
         </message>
         <message>
             <location filename="../plugin/dock/detect.py" line="72" />
-            <location filename="../plugin/processing/algorithms.py" line="600" />
+            <location filename="../plugin/processing/algorithms.py" line="601" />
             <source>Detect changes</source>
             <translation type="unfinished" />
         </message>
@@ -378,7 +378,7 @@
         </message>
         <message>
             <location filename="../plugin/dock/detect.py" line="77" />
-            <location filename="../plugin/processing/algorithms.py" line="616" />
+            <location filename="../plugin/processing/algorithms.py" line="617" />
             <source>Extent</source>
             <translation type="unfinished" />
         </message>
@@ -660,7 +660,7 @@ Replace them? They are replaced only when the new detection has finished.</sourc
         </message>
         <message>
             <location filename="../plugin/dock/panel.py" line="234" />
-            <location filename="../plugin/processing/algorithms.py" line="625" />
+            <location filename="../plugin/processing/algorithms.py" line="626" />
             <source>GeoPackage (*.gpkg)</source>
             <translation type="unfinished" />
         </message>
@@ -788,7 +788,7 @@ Replace them? They are replaced only when the new detection has finished.</sourc
         <message>
             <location filename="../plugin/dock/train.py" line="35" />
             <location filename="../plugin/processing/algorithms.py" line="519" />
-            <location filename="../plugin/processing/algorithms.py" line="595" />
+            <location filename="../plugin/processing/algorithms.py" line="596" />
             <source>Device</source>
             <translation type="unfinished" />
         </message>
@@ -1431,7 +1431,7 @@ Replace them? They are replaced only when the new detection has finished.</sourc
         </message>
         <message>
             <location filename="../plugin/processing/algorithms.py" line="516" />
-            <location filename="../plugin/processing/algorithms.py" line="594" />
+            <location filename="../plugin/processing/algorithms.py" line="595" />
             <source>Batch size</source>
             <translation type="unfinished" />
         </message>
@@ -1462,13 +1462,13 @@ Replace them? They are replaced only when the new detection has finished.</sourc
         </message>
         <message>
             <location filename="../plugin/processing/algorithms.py" line="537" />
-            <location filename="../plugin/processing/algorithms.py" line="613" />
+            <location filename="../plugin/processing/algorithms.py" line="614" />
             <source>Before raster</source>
             <translation type="unfinished" />
         </message>
         <message>
             <location filename="../plugin/processing/algorithms.py" line="538" />
-            <location filename="../plugin/processing/algorithms.py" line="614" />
+            <location filename="../plugin/processing/algorithms.py" line="615" />
             <source>After raster</source>
             <translation type="unfinished" />
         </message>
@@ -1484,7 +1484,7 @@ Replace them? They are replaced only when the new detection has finished.</sourc
         </message>
         <message>
             <location filename="../plugin/processing/algorithms.py" line="547" />
-            <location filename="../plugin/processing/algorithms.py" line="619" />
+            <location filename="../plugin/processing/algorithms.py" line="620" />
             <source>Pixel size for web/virtual rasters (layer units)</source>
             <translation type="unfinished" />
         </message>
@@ -1525,46 +1525,51 @@ Replace them? They are replaced only when the new detection has finished.</sourc
         </message>
         <message>
             <location filename="../plugin/processing/algorithms.py" line="592" />
-            <source>Chip size (pixels; empty = the engine's choice for the model)</source>
+            <source>Test-time augmentation (flips: the model averaged over 4 flips, 4x the time)</source>
             <translation type="unfinished" />
         </message>
         <message>
             <location filename="../plugin/processing/algorithms.py" line="593" />
+            <source>Chip size (pixels; empty = the engine's choice for the model)</source>
+            <translation type="unfinished" />
+        </message>
+        <message>
+            <location filename="../plugin/processing/algorithms.py" line="594" />
             <source>Overlap (pixels)</source>
             <translation type="unfinished" />
         </message>
         <message>
-            <location filename="../plugin/processing/algorithms.py" line="596" />
+            <location filename="../plugin/processing/algorithms.py" line="597" />
             <source>Runtime</source>
             <translation type="unfinished" />
         </message>
         <message>
-            <location filename="../plugin/processing/algorithms.py" line="603" />
+            <location filename="../plugin/processing/algorithms.py" line="604" />
             <source>Runs a trained MaskTalk model over a before/after raster pair (any raster layer; web and virtual layers are exported for the extent at the given pixel size). Writes a change raster (class band with the schema's colours + confidence) and a GeoPackage with 'changes' polygons and chip 'captions' that carry S2M sentences (by default in masktalk/detections/ beside the project); both are loaded and styled. The AOI is a mask: nothing is detected outside its polygons (or its selected features).</source>
             <translation type="unfinished" />
         </message>
         <message>
-            <location filename="../plugin/processing/algorithms.py" line="615" />
+            <location filename="../plugin/processing/algorithms.py" line="616" />
             <source>Model (run or checkpoint folder)</source>
             <translation type="unfinished" />
         </message>
         <message>
-            <location filename="../plugin/processing/algorithms.py" line="617" />
+            <location filename="../plugin/processing/algorithms.py" line="618" />
             <source>Area of interest (polygon mask)</source>
             <translation type="unfinished" />
         </message>
         <message>
-            <location filename="../plugin/processing/algorithms.py" line="623" />
+            <location filename="../plugin/processing/algorithms.py" line="624" />
             <source>Change raster</source>
             <translation type="unfinished" />
         </message>
         <message>
-            <location filename="../plugin/processing/algorithms.py" line="625" />
+            <location filename="../plugin/processing/algorithms.py" line="626" />
             <source>Change polygons and captions</source>
             <translation type="unfinished" />
         </message>
         <message>
-            <location filename="../plugin/processing/algorithms.py" line="644" />
+            <location filename="../plugin/processing/algorithms.py" line="645" />
             <location filename="../plugin/tasks.py" line="488" />
             <location filename="../plugin/tasks.py" line="490" />
             <source>detection</source>

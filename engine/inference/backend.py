@@ -61,6 +61,10 @@ def make_runner(runtime: str, job, log: Callable[..., None], calibration: Callab
         if runtime == "onnx-int8":
             path, precision = _int8(path, calibration, log)
         runner = OnnxRunner(path, batch, threads=cpu_threads(), precision=precision)
+    if job.config.tta != "none":
+        from .runner import FLIPS, FlipAveraged
+
+        runner = FlipAveraged(runner, FLIPS[job.config.tta])
     log(f"runtime: {runner.describe()}" + (f" ({reason})" if reason else ""))
     return runner
 

@@ -16,6 +16,9 @@ from ..errors import InputError
 DEVICES = ("auto", "cpu", "cuda")
 #: ``auto`` picks the fastest runtime available for the device and says which in the log.
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+#: Test-time augmentation: ``none``, or ``flips`` (the model's probabilities averaged over
+#: the chip as it is and flipped left-right, up-down and both: 4x the model time).
+TTA_MODES = ("none", "flips")
 #: Change threshold of a two-class model whose card carries none (``card.extra["threshold"]``).
 DEFAULT_THRESHOLD = 0.5
 
@@ -46,6 +49,7 @@ class PredictConfig(JobConfig):
             probable class for more (see :func:`engine.inference.model.threshold_of`).
             Two classes: changed when P(change) >= threshold; more classes: when
             1 - P(no change) >= threshold, then the most probable change class.
+        tta: test-time augmentation, one of :data:`TTA_MODES`.
         extent: ``(xmin, ymin, xmax, ymax)`` in *before*'s CRS, or None = all of *before*.
         aoi: optional polygon layer (any OGR source); pixels outside its polygons are
             nodata, and the output covers its extent (within ``extent`` when both are given).
@@ -70,6 +74,7 @@ class PredictConfig(JobConfig):
     device: str = "auto"
     runtime: str = "auto"
     threshold: float | None = None
+    tta: str = "none"
     extent: tuple[float, float, float, float] | None = None
     aoi: str | None = None
     aoi_layer: str | None = None
@@ -95,6 +100,7 @@ class PredictConfig(JobConfig):
         check_positive("cache_mb", self.cache_mb)
         check_choice("device", self.device, DEVICES)
         check_choice("runtime", self.runtime, RUNTIMES)
+        check_choice("tta", self.tta, TTA_MODES)
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise InputError(f"--threshold must be a probability between 0 and 1, got {self.threshold}")
         self._check_extent()

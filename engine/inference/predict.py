@@ -93,7 +93,7 @@ def predict(config: PredictConfig, progress: Progress | None = None, *, model=No
     Returns:
         ``{"raster", "vectors", "classes" {name: pixels}, "pixels_changed",
         "pixels_valid", "width", "height", "chips", "chips_skipped", "chip", "overlap",
-        "batch_size", "device", "runtime", "threshold", "seconds",
+        "batch_size", "device", "runtime", "threshold", "tta", "seconds",
         "megapixels_per_second", "read_seconds", "model_seconds", "world_size"}``.
 
     Raises:
@@ -340,6 +340,7 @@ def _result(job: Job, runner, stats: Stats, t_start: float, progress) -> dict:
         "device": job.device,
         "runtime": runner.describe(),
         "threshold": job.threshold,
+        "tta": c.tta,
         "world_size": job.dist.world,
         "read_seconds": round(stats.read_s, 3),
         "model_seconds": round(stats.model_s, 3),

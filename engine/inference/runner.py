@@ -209,3 +209,47 @@ class OnnxRunner:
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.shutdown(wait=False)
+
+
+#: Test-time augmentation (``predict --tta``): the flips whose predictions are averaged, as
+#: the array axes flipped (``-1`` left-right, ``-2`` up-down; ``()`` the chip as it is).
+FLIPS = {"none": ((),), "flips": ((), (-1,), (-2,), (-2, -1))}
+
+
+class FlipAveraged:
+    """Test-time augmentation around any runner: the model sees each chip as it is and
+    flipped (:data:`FLIPS`); its probabilities, flipped back, are averaged in fixed point
+    (rounded to the nearest). Costs one model pass per flip. Measured with
+    ``bench/fewshot.py --tta`` (figures in README).
+    """
+
+    def __init__(self, runner, flips: tuple) -> None:
+        self.runner = runner
+        self.flips = tuple(flips)
+
+    @property
+    def streams(self) -> int:
+        return self.runner.streams
+
+    @property
+    def batch_size(self) -> int:  # the inner runner's, which CUDA out-of-memory may lower
+        return self.runner.batch_size
+
+    def describe(self) -> str:
+        return f"{self.runner.describe()}, {len(self.flips)} flips averaged"
+
+    def _average(self, forward, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        total = None
+        for axes in self.flips:
+            b, a = (np.ascontiguousarray(np.flip(x, axes)) for x in (before, after)) if axes else (before, after)
+            out = forward(b, a)
+            out = np.flip(out, axes) if axes else out
+            total = out.astype(np.int64) if total is None else total + out
+        k = len(self.flips)
+        return ((total + k // 2) // k).astype(np.int32)
+
+    def run_one(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        return self._average(self.runner.run_one, before, after)
+
+    def __call__(self, before: np.ndarray, after: np.ndarray, log_fn: LogFn | None = None) -> np.ndarray:
+        return self._average(lambda b, a: self.runner(b, a, log_fn), before, after)

@@ -589,6 +589,7 @@ class DetectChangesAlgorithm(EngineAlgorithm):
         EngineParameter("THRESHOLD", "threshold", tr("Change threshold (probability 0-1; empty = the model's, else 0.5 for two "
                                                   "classes, the most probable class for more)")),
         EngineParameter("MIN_AREA", "min_area", tr("Smallest change polygon kept (square metres)")),
+        EngineParameter("TTA", "tta", tr("Test-time augmentation (flips: the model averaged over 4 flips, 4x the time)"), advanced=True),
         EngineParameter("CHIP", "chip", tr("Chip size (pixels; empty = the engine's choice for the model)"), advanced=True),
         EngineParameter("OVERLAP", "overlap", tr("Overlap (pixels)"), advanced=True),
         EngineParameter("BATCH_SIZE", "batch_size", tr("Batch size"), advanced=True),

@@ -124,7 +124,7 @@ def test_every_detection_control_is_in_the_help_with_its_default():
     text = sub.format_help()
     for option, default in (("--threshold", "else 0.5 for two classes"), ("--min-area", "default 0.0"), ("--aoi", "default: none"),
                             ("--overlap", "default 32"), ("--batch-size", "default 4"), ("--runtime", "default auto"),
-                            ("--overwrite", "default: refuse")):
+                            ("--overwrite", "default: refuse"), ("--tta", "default none")):
         assert option in text and default in " ".join(text.split()), option
 
 
@@ -176,7 +176,46 @@ def test_onnx_lanes_run_whole_batches_side_by_side_with_the_same_result(pair, tm
     with rasterio.open(tmp_path / "lanes1.tif") as one, rasterio.open(tmp_path / "lanes2.tif") as two:
         np.testing.assert_array_equal(one.read(), two.read())
     assert 0 < results[2]["model_seconds"] <= results[2]["seconds"]
+    for lanes in (1, 2):  # test-time augmentation runs each lane's batch flipped (FlipAveraged.run_one)
+        monkeypatch.setenv("OMP_NUM_THREADS", str(lanes))
+        run(pair, tmp_path / f"tta{lanes}.tif", tta="flips", **common)
+    with rasterio.open(tmp_path / "tta1.tif") as one, rasterio.open(tmp_path / "tta2.tif") as two:
+        np.testing.assert_array_equal(one.read(), two.read())
     assert _covered([(0.0, 1.0), (0.5, 2.0), (3.0, 4.0), (3.2, 3.5)]) == 3.0  # the model's time: overlaps counted once
+
+
+class EdgeModel(torch.nn.Module):
+    """Change in the right quarter of every chip (P = 0.998), none elsewhere (P = 0.12), whatever the input."""
+
+    def forward(self, before, after):
+        b, _, h, w = before.shape
+        x = torch.full((1, 1, 1, w), -2.0)
+        x[..., (3 * w) // 4 :] = 6.0
+        return {"logits": torch.cat([torch.zeros(b, 1, h, w), x.expand(b, 1, h, w)], 1)}
+
+
+def test_flip_tta_averages_the_model_over_flipped_chips(pair, tmp_path):
+    from engine.inference.runner import FLIPS, FlipAveraged, TorchRunner
+
+    x = np.random.default_rng(2).standard_normal((2, 2, 3, 32, 40)).astype(np.float32)
+    plain = TorchRunner(EdgeModel(), torch.device("cpu"), 2)
+    tta = FlipAveraged(plain, FLIPS["flips"])
+    one, four = plain(x[0], x[1]), tta(x[0], x[1])
+    # the chip, flipped left-right, up-down and both, flipped back and averaged (rounded to the nearest)
+    want = (one.astype(np.int64) + one[..., ::-1] + one[:, :, ::-1] + one[:, :, ::-1, ::-1] + 2) // 4
+    np.testing.assert_array_equal(four, want)
+    np.testing.assert_array_equal(four, four[..., ::-1])  # a model biased to the right is no longer
+    # through predict (one chip of 80 px over the 80 px wide pair): the right quarter is
+    # change without TTA; with it P = (0.998 + 0.12) / 2 in both outer quarters
+    card = binary_card()
+    events = []
+    base = run(pair, tmp_path / "plain.tif", EdgeModel(), card, chip=None, overlap=0)
+    flips = run(pair, tmp_path / "tta.tif", EdgeModel(), card, chip=None, overlap=0, tta="flips", progress=CallbackProgress(events.append))
+    assert base["chips"] == flips["chips"] == 1 and base["tta"] == "none" and flips["tta"] == "flips" and "4 flips averaged" in flips["runtime"]
+    assert any("4 flips averaged" in m for m in log_lines(events))
+    a, b = classes(tmp_path / "plain.tif")[0], classes(tmp_path / "tta.tif")[0]
+    assert (a[:, 60:] == 1).all() and (a[:, :60] == 0).all()
+    assert (b[:, 60:] == 1).all() and (b[:, :20] == 1).all() and (b[:, 20:60] == 0).all()
 
 
 def test_int8_runs_or_falls_back_to_fp32_saying_why(pair, tmp_path, tiny_checkpoint):  # noqa: F811

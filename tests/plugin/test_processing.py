@@ -81,6 +81,9 @@ def test_engine_parameters_come_from_the_engine_declarations():
     assert (threshold.minimum(), threshold.maximum(), threshold.defaultValue()) == (0, 1, None)
     assert detect.parameterDefinition("MIN_AREA").defaultValue() == opts.default("predict", "min_area")
     assert detect.parameterDefinition("RUNTIME").options() == list(opts.option("predict", "runtime").choices)
+    tta = detect.parameterDefinition("TTA")
+    assert tta.options() == list(opts.option("predict", "tta").choices) == ["none", "flips"]
+    assert tta.options()[tta.defaultValue()] == "none"  # one model pass per chip unless asked
 
 
 def test_outputs_default_to_persistent_folders_beside_the_project(tmp_path, project):
@@ -322,7 +325,7 @@ def test_detect_with_processing_run(tiny_run, demo_scene, tmp_path, project):
     # runAndLoadResults: as the Toolbox does, the outputs are loaded and the change raster styled
     results = processing.runAndLoadResults("masktalk:detect_changes", {"BEFORE": str(demo_scene.before), "AFTER": str(demo_scene.after),
                                                          "MODEL": str(tiny_run.dir), "EXTENT": extent, "CHIP": 64, "DEVICE": 1,
-                                                         "OUTPUT": str(out), "VECTORS": str(vectors)})
+                                                         "TTA": 1, "OUTPUT": str(out), "VECTORS": str(vectors)})
     assert results["OUTPUT"] == str(out) and results["VECTORS"] == str(vectors)
     ds = gdal.Open(str(out))
     assert (ds.RasterXSize, ds.RasterYSize) == (128, 192)
