@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError, ModelError
+from .config import TTA_FLIPS
 
 #: Backbone name prefixes that ONNX Runtime runs faster than PyTorch on the CPU (measured).
 ONNX_FASTER = ("efficientnet",)
@@ -61,10 +62,11 @@ def make_runner(runtime: str, job, log: Callable[..., None], calibration: Callab
         if runtime == "onnx-int8":
             path, precision = _int8(path, calibration, log)
         runner = OnnxRunner(path, batch, threads=cpu_threads(), precision=precision)
-    if job.config.tta != "none":
-        from .runner import FLIPS, FlipAveraged
+    flips = TTA_FLIPS[job.config.tta]
+    if len(flips) > 1:
+        from .runner import FlipAveraged
 
-        runner = FlipAveraged(runner, FLIPS[job.config.tta])
+        runner = FlipAveraged(runner, flips)
     log(f"runtime: {runner.describe()}" + (f" ({reason})" if reason else ""))
     return runner
 

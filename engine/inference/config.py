@@ -16,9 +16,11 @@ from ..errors import InputError
 DEVICES = ("auto", "cpu", "cuda")
 #: ``auto`` picks the fastest runtime available for the device and says which in the log.
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
-#: Test-time augmentation: ``none``, or ``flips`` (the model's probabilities averaged over
-#: the chip as it is and flipped left-right, up-down and both: 4x the model time).
-TTA_MODES = ("none", "flips")
+#: Test-time augmentation (``--tta``): the flips whose predictions are averaged, as the
+#: array axes flipped (``-1`` left-right, ``-2`` up-down; ``()`` the chip as it is).
+#: ``flips``: as it is, left-right, up-down and both (4x the model time).
+TTA_FLIPS = {"none": ((),), "flips": ((), (-1,), (-2,), (-2, -1))}
+TTA_MODES = tuple(TTA_FLIPS)
 #: Change threshold of a two-class model whose card carries none (``card.extra["threshold"]``).
 DEFAULT_THRESHOLD = 0.5
 

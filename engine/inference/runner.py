@@ -211,14 +211,9 @@ class OnnxRunner:
             pool.shutdown(wait=False)
 
 
-#: Test-time augmentation (``predict --tta``): the flips whose predictions are averaged, as
-#: the array axes flipped (``-1`` left-right, ``-2`` up-down; ``()`` the chip as it is).
-FLIPS = {"none": ((),), "flips": ((), (-1,), (-2,), (-2, -1))}
-
-
 class FlipAveraged:
     """Test-time augmentation around any runner: the model sees each chip as it is and
-    flipped (:data:`FLIPS`); its probabilities, flipped back, are averaged in fixed point
+    flipped (:data:`engine.inference.config.TTA_FLIPS`); its probabilities, flipped back, are averaged in fixed point
     (rounded to the nearest). Costs one model pass per flip. Measured with
     ``bench/fewshot.py --tta`` (figures in README).
     """

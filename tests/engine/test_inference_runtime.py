@@ -195,11 +195,12 @@ class EdgeModel(torch.nn.Module):
 
 
 def test_flip_tta_averages_the_model_over_flipped_chips(pair, tmp_path):
-    from engine.inference.runner import FLIPS, FlipAveraged, TorchRunner
+    from engine.inference.config import TTA_FLIPS
+    from engine.inference.runner import FlipAveraged, TorchRunner
 
     x = np.random.default_rng(2).standard_normal((2, 2, 3, 32, 40)).astype(np.float32)
     plain = TorchRunner(EdgeModel(), torch.device("cpu"), 2)
-    tta = FlipAveraged(plain, FLIPS["flips"])
+    tta = FlipAveraged(plain, TTA_FLIPS["flips"])
     one, four = plain(x[0], x[1]), tta(x[0], x[1])
     # the chip, flipped left-right, up-down and both, flipped back and averaged (rounded to the nearest)
     want = (one.astype(np.int64) + one[..., ::-1] + one[:, :, ::-1] + one[:, :, ::-1, ::-1] + 2) // 4
